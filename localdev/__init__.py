@@ -1,0 +1,1 @@
+"""Local development only, never deployed: a local Key Vault and a local Functions host."""

@@ -1,0 +1,93 @@
+"""THE Key Vault client module: one credential and one async `SecretClient` per process.
+
+Every function (HTTP, timer, Event Grid) calls `get_secret_client()`; the first call builds the client,
+later calls reuse it, so the challenge, the token and the connection pool are paid for once per process.
+Nothing here touches the network at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from .settings import Settings, get_settings
+
+if TYPE_CHECKING:  # imported lazily: keeps `import function_app` cheap
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.keyvault.secrets.aio import SecretClient
+
+_log = logging.getLogger(__name__)
+
+_client: "SecretClient | None" = None
+_credential: "AsyncTokenCredential | None" = None
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def build_credential(settings: Settings) -> "AsyncTokenCredential":
+    """Managed identity by default (user-assigned when AZURE_CLIENT_ID is set); DefaultAzureCredential only on opt-in."""
+    if settings.credential == "default":
+        from azure.identity.aio import DefaultAzureCredential
+
+        _log.warning("KEY_VAULT_CREDENTIAL=default: using DefaultAzureCredential (developer machines only)")
+        return DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+    from azure.identity.aio import ManagedIdentityCredential
+
+    # The credential ignores AZURE_CLIENT_ID by itself; pass it explicitly for a user-assigned identity.
+    return ManagedIdentityCredential(client_id=settings.client_id) if settings.client_id else ManagedIdentityCredential()
+
+
+def build_client(settings: Settings, credential: "AsyncTokenCredential") -> "SecretClient":
+    """An aio SecretClient whose retries fit inside the function timeout."""
+    from azure.keyvault.secrets.aio import SecretClient
+
+    kwargs: dict[str, object] = {
+        "verify_challenge_resource": settings.verify_challenge_resource,
+        "retry_total": settings.retry_total,
+        "retry_backoff_factor": 0.5,
+        "retry_backoff_max": 8,
+        "connection_timeout": 10,
+        "read_timeout": settings.request_timeout_seconds,
+        "logging_enable": False,  # never let the SDK's HTTP logging near a body
+    }
+    if settings.ca_bundle:
+        kwargs["connection_verify"] = settings.ca_bundle
+    return SecretClient(vault_url=settings.vault_url, credential=credential, **kwargs)
+
+
+async def get_secret_client() -> "SecretClient":
+    """The process-wide client, built on first use on the running event loop."""
+    global _client, _credential, _loop
+    loop = asyncio.get_running_loop()
+    if _client is not None and _loop is loop:
+        return _client
+    async with _lock_for(loop):
+        if _client is not None and _loop is loop:
+            return _client
+        if _client is not None:
+            # A new event loop (only in tests): the old client's sessions belong to the old loop.
+            _log.debug("event loop changed; building a new Key Vault client")
+        settings = get_settings()
+        _credential = build_credential(settings)
+        _client = build_client(settings, _credential)
+        _loop = loop
+        return _client
+
+
+_locks: dict[int, asyncio.Lock] = {}
+
+
+def _lock_for(loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
+    return _locks.setdefault(id(loop), asyncio.Lock())
+
+
+async def close_secret_client() -> None:
+    """Close the shared client and credential (host shutdown, tests)."""
+    global _client, _credential, _loop
+    client, credential = _client, _credential
+    _client = _credential = None
+    _loop = None
+    if client is not None:
+        await client.close()
+    if credential is not None:
+        await credential.close()

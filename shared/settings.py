@@ -1,0 +1,152 @@
+"""Typed app settings, read once from the environment (Azure app settings / local.settings.json Values).
+
+Every setting is validated when first read; a bad or missing one raises `SettingsError` naming it,
+so a misconfigured app fails with a message that says what to fix instead of a stack trace later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal, Mapping
+from urllib.parse import urlparse
+
+CredentialKind = Literal["managed_identity", "default"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NAME_PREFIX = re.compile(r"^[0-9a-zA-Z-]{0,100}$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it and says what is expected."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"App setting {setting}: {problem}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the app needs to know about its vault, identity and scope."""
+
+    vault_url: str
+    client_id: str | None = None
+    ca_bundle: str | None = None
+    verify_challenge_resource: bool = True
+    credential: CredentialKind = "managed_identity"
+    # Scope of the HTTP API and of destructive cleanup.
+    name_prefix: str = ""
+    owner_tag: str = "ManagedBy"
+    owner_value: str = "keyvault-secrets-functions"
+    allow_adopt: bool = False
+    # Client behaviour: retries must fit inside functionTimeout.
+    retry_total: int = 4
+    request_timeout_seconds: float = 30.0
+    # Rotation and cleanup.
+    rotation_min_interval_seconds: float = 60.0
+    rotation_budget_seconds: float = 480.0
+    rotation_concurrency: int = 8
+    cleanup_allow_purge: bool = False
+    cleanup_keep_versions: int = 2
+    cleanup_purge_grace_days: float = 7.0
+    cleanup_expired_grace_days: float = 30.0
+
+    @property
+    def is_loopback_vault(self) -> bool:
+        host = (urlparse(self.vault_url).hostname or "").lower()
+        return host in {"localhost", "127.0.0.1", "::1"}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(name, f"expected true or false, got {raw!r}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, f"expected a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(name, f"must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    return raw.strip() if raw and raw.strip() else None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    vault_url = _optional(env, "KEY_VAULT_URL")
+    if vault_url is None:
+        raise SettingsError(
+            "KEY_VAULT_URL",
+            "is not set. Set it to your vault's URL, e.g. https://my-vault.vault.azure.net/ "
+            "(`make run` sets it to the local Key Vault).",
+        )
+    parsed = urlparse(vault_url)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise SettingsError("KEY_VAULT_URL", f"must be an https:// URL, got {vault_url!r}")
+
+    ca_bundle = _optional(env, "KEY_VAULT_CA_BUNDLE")
+    if ca_bundle is not None and not os.path.isfile(ca_bundle):
+        raise SettingsError("KEY_VAULT_CA_BUNDLE", f"file not found: {ca_bundle!r}")
+
+    credential = (_optional(env, "KEY_VAULT_CREDENTIAL") or "managed_identity").lower()
+    if credential not in ("managed_identity", "default"):
+        raise SettingsError("KEY_VAULT_CREDENTIAL", f"expected managed_identity or default, got {credential!r}")
+
+    prefix = _optional(env, "SECRETS_NAME_PREFIX") or ""
+    if not _NAME_PREFIX.match(prefix):
+        raise SettingsError("SECRETS_NAME_PREFIX", "may contain only letters, digits and dashes")
+
+    settings = Settings(
+        vault_url=vault_url.rstrip("/"),
+        client_id=_optional(env, "AZURE_CLIENT_ID"),
+        ca_bundle=ca_bundle,
+        verify_challenge_resource=_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
+        credential=credential,  # type: ignore[arg-type]
+        name_prefix=prefix,
+        owner_tag=_optional(env, "SECRETS_OWNER_TAG") or Settings.owner_tag,
+        owner_value=_optional(env, "SECRETS_OWNER_VALUE") or Settings.owner_value,
+        allow_adopt=_bool(env, "SECRETS_ALLOW_ADOPT", False),
+        retry_total=int(_number(env, "KEY_VAULT_RETRY_TOTAL", Settings.retry_total)),
+        request_timeout_seconds=_number(env, "KEY_VAULT_TIMEOUT_SECONDS", Settings.request_timeout_seconds, minimum=1),
+        rotation_min_interval_seconds=_number(
+            env, "ROTATION_MIN_INTERVAL_SECONDS", Settings.rotation_min_interval_seconds
+        ),
+        rotation_budget_seconds=_number(env, "ROTATION_BUDGET_SECONDS", Settings.rotation_budget_seconds, minimum=1),
+        rotation_concurrency=int(_number(env, "ROTATION_CONCURRENCY", Settings.rotation_concurrency, minimum=1)),
+        cleanup_allow_purge=_bool(env, "CLEANUP_ALLOW_PURGE", False),
+        cleanup_keep_versions=int(_number(env, "CLEANUP_KEEP_VERSIONS", Settings.cleanup_keep_versions, minimum=1)),
+        cleanup_purge_grace_days=_number(env, "CLEANUP_PURGE_GRACE_DAYS", Settings.cleanup_purge_grace_days),
+        cleanup_expired_grace_days=_number(env, "CLEANUP_EXPIRED_GRACE_DAYS", Settings.cleanup_expired_grace_days),
+    )
+    if not settings.verify_challenge_resource and not settings.is_loopback_vault:
+        raise SettingsError(
+            "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
+            "may be false only for a loopback vault (localhost); a real vault must pass the challenge check",
+        )
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use (never at import time)."""
+    return load_settings()

@@ -1,0 +1,5 @@
+"""Fixtures shared by every suite live in tests/fixtures/, one module per concern."""
+
+pytest_plugins = [
+    "tests.fixtures.vault",
+]
