@@ -1,0 +1,193 @@
+"""Domain errors, and the one table that maps them and Key Vault's errors to (status, code, message).
+
+Triggers never invent statuses: the HTTP blueprints answer `error.status` with `error.body()`, the timer
+and Event Grid blueprints log `error.code`. No message here ever contains a secret value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+# The role a caller's managed identity needs for each kind of vault call (named in 403 mappings).
+ROLE_FOR_ACCESS = {
+    "metadata": "Key Vault Reader (or Key Vault Secrets User)",
+    "read": "Key Vault Secrets User",
+    "write": "Key Vault Secrets Officer",
+    "purge": "Key Vault Secrets Officer with purge permission",
+}
+
+
+class DomainError(Exception):
+    """An error a caller or the vault can cause: it has a status, a stable code and a message for humans."""
+
+    status: int = 500
+    code: str = "InternalError"
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field:
+            error["target"] = self.field
+        return {"error": error}
+
+
+class InvalidRequest(DomainError):
+    status, code = 400, "InvalidRequest"
+
+
+class PayloadTooLarge(DomainError):
+    status, code = 413, "PayloadTooLarge"
+
+
+class UnsupportedMediaType(DomainError):
+    status, code = 415, "UnsupportedMediaType"
+
+
+class OutOfScope(DomainError):
+    status, code = 403, "OutOfScope"
+
+
+class SecretNotFound(DomainError):
+    status, code = 404, "SecretNotFound"
+
+
+class SecretConflict(DomainError):
+    status, code = 409, "Conflict"
+
+
+class SecretDeletedButRecoverable(SecretConflict):
+    code = "SecretDeletedButRecoverable"
+
+
+class SecretDisabled(DomainError):
+    status, code = 409, "SecretDisabled"
+
+
+class VaultAccessDenied(DomainError):
+    """The app's identity lacks a role: our configuration problem, not the caller's, hence 502."""
+
+    status, code = 502, "VaultAccessDenied"
+
+
+class VaultThrottled(DomainError):
+    status, code = 503, "VaultThrottled"
+
+
+class VaultUnavailable(DomainError):
+    status, code = 502, "VaultUnavailable"
+
+
+class VaultTimeout(DomainError):
+    status, code = 504, "VaultTimeout"
+
+
+class ConfigurationError(DomainError):
+    status, code = 500, "ConfigurationError"
+
+
+@dataclass(frozen=True)
+class VaultCall:
+    """What we were doing when the vault failed: used to word the mapped error."""
+
+    name: str | None
+    access: str = "metadata"  # one of ROLE_FOR_ACCESS's keys
+
+
+def _retry_after(exc: Any) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _vault_codes(exc: Any) -> tuple[str, str]:
+    """(error.code, innererror.code) from a KeyVaultError body, when there is one."""
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None) or ""
+    inner = getattr(error, "innererror", None)
+    inner_code = ""
+    if isinstance(inner, dict):
+        inner_code = inner.get("code") or ""
+    elif inner is not None:
+        inner_code = getattr(inner, "code", "") or ""
+    if not inner_code:
+        message = str(getattr(error, "message", "") or "")
+        for known in ("ObjectIsDeletedButRecoverable", "ObjectIsBeingRecovered", "ObjectIsBeingDeleted",
+                      "ForbiddenByRbac", "SecretDisabled", "AccessDenied", "ForbiddenByFirewall"):
+            if known.lower() in message.lower() or known.lower() in str(exc).lower():
+                inner_code = known
+                break
+    return code, inner_code
+
+
+def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
+    """Map an azure-core / Key Vault exception to a DomainError with a message that says what to do."""
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceExistsError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
+    if isinstance(exc, DomainError):
+        return exc
+    what = f"secret '{call.name}'" if call.name else "the vault"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return VaultTimeout(f"Key Vault did not answer in time for {what}; retry later.")
+    if isinstance(exc, ResourceNotFoundError):
+        return SecretNotFound(f"Secret '{call.name}' was not found in the vault.")
+    if isinstance(exc, ResourceExistsError):
+        _, inner = _vault_codes(exc)
+        if inner == "ObjectIsDeletedButRecoverable":
+            return SecretDeletedButRecoverable(
+                f"Secret '{call.name}' is deleted but recoverable, so its name cannot be reused. Recover it with "
+                f"POST /api/secrets/{call.name}/recover (or repeat this write with ?recover=true to recover and "
+                "then write), or purge it in the vault first."
+            )
+        if inner == "ObjectIsBeingRecovered":
+            return SecretConflict(f"Secret '{call.name}' is being recovered; retry in a few seconds.")
+        if inner == "ObjectIsBeingDeleted":
+            return SecretConflict(f"Secret '{call.name}' is being deleted; retry in a few seconds.")
+        return SecretConflict(f"Key Vault reported a conflict for {what}; retry later.")
+    if isinstance(exc, ClientAuthenticationError):
+        return VaultAccessDenied(
+            "The app's managed identity could not authenticate to Key Vault. Check that the identity is enabled "
+            "(and AZURE_CLIENT_ID names it, for a user-assigned identity) and that KEY_VAULT_URL is right."
+        )
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code or 0
+        _, inner = _vault_codes(exc)
+        if status == 403 and inner == "SecretDisabled":
+            return SecretDisabled(f"The current version of secret '{call.name}' is disabled; enable it or write a new one.")
+        if status == 403 and "purge protection" in str(exc).lower():
+            return SecretConflict(f"Secret '{call.name}' cannot be purged: the vault has purge protection on.")
+        if status == 403:
+            role = ROLE_FOR_ACCESS.get(call.access, ROLE_FOR_ACCESS["write"])
+            return VaultAccessDenied(
+                f"The app's managed identity is not allowed this operation on {what}. "
+                f"Grant it the '{role}' role on the vault."
+            )
+        if status == 429:
+            return VaultThrottled("Key Vault is throttling requests; retry later.", retry_after=_retry_after(exc) or 10)
+        if status in (408, 504):
+            return VaultTimeout(f"Key Vault timed out on {what}; retry later.")
+        if status == 404:
+            return SecretNotFound(f"Secret '{call.name}' was not found in the vault.")
+        if status == 409:
+            return SecretConflict(f"Key Vault reported a conflict for {what}; retry later.")
+        return VaultUnavailable(f"Key Vault answered HTTP {status} for {what}; retry later.")
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, OSError)):
+        return VaultUnavailable(f"Key Vault could not be reached for {what}; check KEY_VAULT_URL and the network.")
+    return VaultUnavailable(f"Unexpected failure talking to Key Vault for {what} ({type(exc).__name__}).")
