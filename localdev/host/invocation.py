@@ -1,0 +1,234 @@
+"""Running one function: argument binding, context, sync vs async, retry policy.
+
+As in the Python worker: `async def` functions run on the host's one event loop (so the app's shared
+aio client is reused across invocations), plain functions in a thread pool; the trigger value is passed
+by the binding's name and `context` is injected when the function declares it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import azure.functions as func
+from azure.functions import _abc as functions_abc  # TraceContext/RetryContext are not re-exported
+
+from .registry import RegisteredFunction
+
+_log = logging.getLogger("localdev.host")
+
+
+class TraceContext(functions_abc.TraceContext):
+    """W3C trace context of the invocation (a fresh traceparent per invocation)."""
+
+    def __init__(self, trace_parent: str, trace_state: str = "", attributes: dict[str, str] | None = None) -> None:
+        self._trace_parent, self._trace_state, self._attributes = trace_parent, trace_state, attributes or {}
+
+    @property
+    def trace_parent(self) -> str:
+        return self._trace_parent
+
+    @property
+    def trace_state(self) -> str:
+        return self._trace_state
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return self._attributes
+
+
+class RetryContext(functions_abc.RetryContext):
+    """Where the invocation stands in its retry policy (retry_count 0 = first attempt)."""
+
+    def __init__(self, retry_count: int, max_retry_count: int, exception: Any = None) -> None:
+        self._retry_count, self._max_retry_count, self._exception = retry_count, max_retry_count, exception
+
+    @property
+    def retry_count(self) -> int:
+        return self._retry_count
+
+    @property
+    def max_retry_count(self) -> int:
+        return self._max_retry_count
+
+    @property
+    def exception(self) -> Any:
+        return self._exception
+
+
+class InvocationContext(func.Context):
+    """The `context` argument, with the attributes the worker's Context has."""
+
+    _thread_local = threading.local()
+
+    def __init__(self, invocation_id: str, function_name: str, function_directory: str,
+                 trace_context: TraceContext, retry_context: RetryContext) -> None:
+        self._invocation_id = invocation_id
+        self._function_name = function_name
+        self._function_directory = function_directory
+        self._trace_context = trace_context
+        self._retry_context = retry_context
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return self._function_directory
+
+    @property
+    def trace_context(self) -> TraceContext:
+        return self._trace_context
+
+    @property
+    def retry_context(self) -> RetryContext:
+        return self._retry_context
+
+    @property
+    def thread_local_storage(self) -> threading.local:
+        return self._thread_local
+
+
+def _timespan(text: str | None, default: float) -> float:
+    """`hh:mm:ss` (the retry decorator's interval format) in seconds."""
+    if not text:
+        return default
+    parts = [float(p) for p in str(text).split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    return parts[-3] * 3600 + parts[-2] * 60 + parts[-1]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """`@app.retry(...)`: fixed delay or exponential backoff; max_retry_count -1 retries forever."""
+
+    strategy: str
+    max_retry_count: int
+    delay: float = 0.0
+    minimum: float = 0.0
+    maximum: float = 0.0
+
+    @classmethod
+    def from_setting(cls, setting: dict[str, Any] | None) -> "RetryPolicy | None":
+        if not setting:
+            return None
+        strategy = str(setting.get("strategy", "")).lower()
+        if strategy not in ("fixed_delay", "exponential_backoff"):
+            raise ValueError(f"retry strategy {strategy!r}: use fixed_delay or exponential_backoff")
+        return cls(
+            strategy=strategy,
+            max_retry_count=int(setting.get("max_retry_count", 0)),
+            delay=_timespan(setting.get("delay_interval"), 0.0),
+            minimum=_timespan(setting.get("minimum_interval"), 0.0),
+            maximum=_timespan(setting.get("maximum_interval"), 0.0),
+        )
+
+    def delay_before(self, retry_count: int) -> float:
+        """Seconds to wait before retry number `retry_count` (1-based)."""
+        if self.strategy == "fixed_delay":
+            return self.delay
+        return min(self.maximum or float("inf"), self.minimum * (2 ** (retry_count - 1)))
+
+    def allows(self, retry_count: int) -> bool:
+        return self.max_retry_count < 0 or retry_count <= self.max_retry_count
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame: enough to find the bug, without the message (it may carry data)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
+@dataclass
+class InvocationResult:
+    """What happened: the return value or the exception, with the ids for the log."""
+
+    invocation_id: str
+    function_name: str
+    value: Any = None
+    error: BaseException | None = None
+    duration_ms: float = 0.0
+    attempts: int = 1
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+class Invoker:
+    """Runs functions on the host loop or in the thread pool and logs one line per invocation."""
+
+    def __init__(self, function_directory: str, max_workers: int | None = None) -> None:
+        self._directory = function_directory
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="localdev-fn")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _context(self, function: RegisteredFunction, invocation_id: str, retry: RetryContext) -> InvocationContext:
+        trace_parent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+        return InvocationContext(invocation_id, function.name, self._directory, TraceContext(trace_parent), retry)
+
+    async def _call_once(self, function: RegisteredFunction, trigger_value: Any, context: InvocationContext) -> Any:
+        kwargs: dict[str, Any] = {function.trigger_name: trigger_value}
+        if function.wants_context:
+            kwargs["context"] = context
+        if function.is_async:
+            return await function.user_function(**kwargs)
+        loop = asyncio.get_running_loop()
+        call: Callable[[], Any] = functools.partial(function.user_function, **kwargs)
+        return await loop.run_in_executor(self._pool, call)
+
+    async def invoke(self, function: RegisteredFunction, make_trigger_value: Callable[[], Any],
+                     invocation_id: str | None = None, retry: bool = False) -> InvocationResult:
+        """Invoke once (or under the function's retry policy when `retry`); never raises the function's error."""
+        invocation_id = invocation_id or str(uuid.uuid4())
+        policy = RetryPolicy.from_setting(function.retry_policy) if retry else None
+        max_retries = policy.max_retry_count if policy else 0
+        result = InvocationResult(invocation_id, function.name)
+        started = time.perf_counter()
+        attempt = 0
+        last_error: BaseException | None = None
+        while True:
+            context = self._context(function, invocation_id, RetryContext(attempt, max_retries, last_error))
+            try:
+                result.value = await self._call_once(function, make_trigger_value(), context)
+                result.error = None
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the function's own failure: logged by type, never by message
+                result.error = last_error = exc
+                _log.error(
+                    "function failed: function=%s invocation=%s attempt=%d error=%s at=%s",
+                    function.name, invocation_id, attempt + 1, type(exc).__name__, _where(exc),
+                )
+                if policy is None or not policy.allows(attempt + 1):
+                    break
+                attempt += 1
+                delay = policy.delay_before(attempt)
+                _log.info("retrying: function=%s invocation=%s retry=%d in %.3fs",
+                          function.name, invocation_id, attempt, delay)
+                await asyncio.sleep(delay)
+        result.attempts = attempt + 1
+        result.duration_ms = (time.perf_counter() - started) * 1000
+        _log.info(
+            "invocation: function=%s invocation=%s status=%s duration_ms=%.1f attempts=%d",
+            function.name, invocation_id, "succeeded" if result.succeeded else "failed",
+            result.duration_ms, result.attempts,
+        )
+        return result

@@ -1,0 +1,66 @@
+"""Host keys, generated once into <state-dir>/keys.json, and Azure's auth-level rules.
+
+Azure accepts the key in `x-functions-key` or `?code=`. Function level: any function or host key
+(or the master key); admin level: the master key only; system level (extension webhooks such as
+Event Grid): the extension's system key or the master key. Anonymous: nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+KEY_HEADER = "x-functions-key"
+KEY_QUERY = "code"
+
+
+def _new_key() -> str:
+    # Same shape as the host's generated keys: 40 random bytes, URL-safe base64, with '==' trimmed.
+    return base64.urlsafe_b64encode(secrets.token_bytes(40)).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class HostKeys:
+    """The keys this host accepts; field names are the keys.json names."""
+
+    masterKey: str
+    defaultFunctionKey: str
+    eventGridSystemKey: str
+
+    @classmethod
+    def load_or_create(cls, state_dir: Path) -> "HostKeys":
+        """Read keys.json, or create it (0600) on first start; missing fields are added, existing kept."""
+        path = state_dir / "keys.json"
+        existing: dict[str, str] = {}
+        if path.exists():
+            try:
+                existing = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise RuntimeError(f"{path} is not valid JSON ({exc}); delete it to generate new keys") from None
+        values = {name: existing.get(name) or _new_key() for name in cls.__dataclass_fields__}
+        keys = cls(**values)
+        if values != existing:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(asdict(keys), handle, indent=2)
+        return keys
+
+    def allows(self, level: str, presented: str | None) -> bool:
+        """Whether `presented` satisfies auth `level` (anonymous, function, admin, system)."""
+        if level == "anonymous":
+            return True
+        if not presented:
+            return False
+        if level == "function":
+            accepted = (self.defaultFunctionKey, self.masterKey)
+        elif level == "system":
+            accepted = (self.eventGridSystemKey, self.masterKey)
+        else:  # admin, and anything unknown: the strictest
+            accepted = (self.masterKey,)
+        return any(hmac.compare_digest(presented.encode(), key.encode()) for key in accepted)
