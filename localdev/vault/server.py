@@ -1,0 +1,310 @@
+"""Assembly and lifecycle: builds the store, auth, API and identity endpoint, binds them, starts and stops them.
+
+`await start_vault(config)` runs on the caller's event loop; `start_vault_in_thread(config)` runs its own loop
+in a daemon thread (for tests that drive the sync SDK and the aio SDK alike).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from aiohttp import web
+
+from .api import VaultApi
+from .auth import Identity, TokenAuthority, default_identities, load_identities
+from .control import ControlApi, FaultPlan, RequestStats
+from .events import EventPublisher
+from .identity import TOKEN_PATH, IdentityEndpoint
+from .limits import Throttle, ThrottleSettings
+from .store import BackupSealer, MemoryPersistence, Persistence, SoftDeletePolicy, SqlitePersistence, VaultStore
+from .tls import TlsFiles, ensure_certificates
+
+_log = logging.getLogger("localdev.vault")
+
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class VaultConfig:
+    """Everything the local vault can be started with; defaults suit `make run`."""
+
+    state_dir: Path = Path(".localdev")
+    host: str = "127.0.0.1"
+    port: int = 8443
+    identity_port: int = 8081
+    memory: bool = False
+    vault_name: str = "localvault"
+    retention_days: int = 90
+    purge_protection: bool = False
+    throttling: bool = False
+    transactions_per_10s: int = 4000
+    creates_per_10s: int = 300
+    throttle_retry_after: float | None = 1.0
+    latency: float = 0.0
+    delete_latency: float = 0.0
+    recover_latency: float = 0.0
+    events_url: str | None = None
+    events_check_interval: float = 60.0
+    identities: list[Identity] | None = None
+    identities_file: Path | None = None
+    identity_header: str | None = None
+    token_lifetime: float = 24 * 3600.0
+    write_env_file: bool = True
+
+    def throttle_settings(self) -> ThrottleSettings:
+        return ThrottleSettings(self.throttling, self.transactions_per_10s, self.creates_per_10s,
+                                self.throttle_retry_after)
+
+    def resolved_identities(self) -> list[Identity]:
+        if self.identities is not None:
+            return list(self.identities)
+        if self.identities_file is not None:
+            return load_identities(Path(self.identities_file))
+        return default_identities()
+
+
+class StateDirInUse(RuntimeError):
+    pass
+
+
+class VaultRuntime:
+    """The live parts of one vault and the startup settings that `reset()` returns them to."""
+
+    def __init__(self, config: VaultConfig, tls: TlsFiles) -> None:
+        self.config = config
+        self.tls = tls
+        state = Path(config.state_dir)
+        persistence: Persistence = (
+            MemoryPersistence() if config.memory else SqlitePersistence(state / "vault.sqlite3")
+        )
+        sealer = BackupSealer(BackupSealer.load_or_create_key(state / "keys" / "backup.key"))
+        self.store = VaultStore(
+            persistence, sealer, vault_name=config.vault_name,
+            policy=SoftDeletePolicy(config.retention_days, config.purge_protection),
+        )
+        self.authority = TokenAuthority(
+            config.resolved_identities(), TokenAuthority.load_or_create_key(state / "keys" / "token-signing.pem")
+        )
+        self.throttle = Throttle(config.throttle_settings())
+        self.api = VaultApi(self.store, self.authority, self.throttle, RequestStats(), FaultPlan())
+        self.publisher = EventPublisher(config.events_url, self.store, check_interval=config.events_check_interval) \
+            if config.events_url else None
+        if self.publisher is not None:
+            self.store.listeners.append(self.publisher.on_new_version)
+        self._apply_startup_settings()
+
+    def _apply_startup_settings(self) -> None:
+        c = self.config
+        self.store.policy = SoftDeletePolicy(c.retention_days, c.purge_protection)
+        self.store.delete_latency = c.delete_latency
+        self.store.recover_latency = c.recover_latency
+        self.store.clock.offset = 0.0
+        self.throttle.configure(c.throttle_settings())
+        self.api.latency = c.latency
+        self.api.faults.clear()
+
+    def reset(self) -> None:
+        """Empty vault, zero stats, no faults, no clock offset, startup latency/throttling/soft-delete settings."""
+        self.store.reset()
+        self.api.stats.reset()
+        self._apply_startup_settings()
+        if self.publisher is not None:
+            self.publisher.reset()
+
+    def after_clock_change(self) -> None:
+        self.check_expiry_events()
+
+    def check_expiry_events(self) -> int:
+        return self.publisher.check_expiry() if self.publisher is not None else 0
+
+
+@dataclass
+class RunningVault:
+    """A started vault: where it listens and what a client needs to reach it."""
+
+    vault_url: str
+    ca_bundle: str
+    identity_endpoint: str
+    identity_header: str
+    control_url: str
+    state_dir: Path
+    runtime: VaultRuntime
+    started_seconds: float = 0.0
+    _runners: list[web.AppRunner] = field(default_factory=list, repr=False)
+    _lock: IO[str] | None = field(default=None, repr=False)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KEY_VAULT_URL": self.vault_url,
+            "KEY_VAULT_CA_BUNDLE": self.ca_bundle,
+            "IDENTITY_ENDPOINT": self.identity_endpoint,
+            "IDENTITY_HEADER": self.identity_header,
+            "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
+        }
+
+    def env_text(self) -> str:
+        return "".join(f"{k}={v}\n" for k, v in self.env().items())
+
+    async def stop(self) -> None:
+        """Stop listeners and background tasks, then close the store (safe to call twice)."""
+        runners, self._runners = self._runners, []
+        for runner in runners:
+            await runner.cleanup()
+        if runners:
+            if self.runtime.publisher is not None:
+                await self.runtime.publisher.stop()
+            self.runtime.store.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def _lock_state_dir(state_dir: Path) -> IO[str]:
+    handle = open(state_dir / "vault.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise StateDirInUse(
+            f"another local Key Vault is using {state_dir} (its SQLite store). Stop it, or start this one with "
+            "--state-dir <another dir> or --memory."
+        ) from None
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+async def _serve(app: web.Application, hosts: list[str], port: int, ssl_context=None) -> tuple[web.AppRunner, int]:
+    """Bind `app` on every host at one port (port 0: the first bind picks it, the others follow)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    bound = port
+    for i, host in enumerate(hosts):
+        site = web.TCPSite(runner, host, bound, ssl_context=ssl_context, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            if i == 0:
+                await runner.cleanup()
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}. "
+                                         "Pick another port (--port / --identity-port, 0 = any free port).") from exc
+            _log.debug("not listening on %s:%s (%s)", host, bound, exc)
+            continue
+        if i == 0:
+            server = site._server  # type: ignore[attr-defined]
+            bound = server.sockets[0].getsockname()[1]
+    return runner, bound
+
+
+def _vault_hosts(host: str) -> list[str]:
+    if host in LOOPBACK_NAMES:
+        # KEY_VAULT_URL says "localhost", which may resolve to ::1 first: answer on both loopbacks.
+        return ["127.0.0.1", "::1"] if socket.has_ipv6 else ["127.0.0.1"]
+    return [host]
+
+
+async def start_vault(config: VaultConfig) -> RunningVault:
+    """Start the vault (HTTPS) and the identity endpoint (HTTP) on the running loop; write <state-dir>/vault.env."""
+    began = time.perf_counter()
+    state_dir = Path(config.state_dir).absolute()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = None if config.memory else _lock_state_dir(state_dir)
+    try:
+        tls = ensure_certificates(state_dir)
+        runtime = VaultRuntime(config, tls)
+        header = config.identity_header or secrets.token_urlsafe(24)
+        control = ControlApi(runtime)
+        app = web.Application(middlewares=[control.loopback_only, runtime.api.gate], client_max_size=1024 * 1024)
+        runtime.api.add_routes(app)
+        control.add_routes(app)
+        identity = IdentityEndpoint(runtime.authority, header, config.token_lifetime)
+        vault_runner, port = await _serve(app, _vault_hosts(config.host), config.port, tls.server_context())
+        try:
+            id_runner, id_port = await _serve(identity.app(), ["127.0.0.1"], config.identity_port)
+        except OSError:
+            await vault_runner.cleanup()
+            raise
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    vault_host = "localhost" if config.host in LOOPBACK_NAMES else config.host
+    vault_url = f"https://{vault_host}:{port}"
+    runtime.api.vault_url = vault_url
+    if runtime.publisher is not None:
+        runtime.publisher.vault_url = vault_url
+        runtime.publisher.start()
+    running = RunningVault(
+        vault_url=vault_url,
+        ca_bundle=str(tls.ca_cert),
+        identity_endpoint=f"http://127.0.0.1:{id_port}{TOKEN_PATH}",
+        identity_header=header,
+        control_url=f"{vault_url}/_emulator",
+        state_dir=state_dir,
+        runtime=runtime,
+        _runners=[vault_runner, id_runner],
+        _lock=lock,
+    )
+    if config.write_env_file:
+        env_file = state_dir / "vault.env"
+        tmp = env_file.with_suffix(".tmp")
+        tmp.write_text(running.env_text())
+        os.replace(tmp, env_file)
+    running.started_seconds = time.perf_counter() - began
+    return running
+
+
+class ThreadedVault(RunningVault):
+    """A vault on its own event loop in a daemon thread; `stop()` is synchronous here."""
+
+    _loop: asyncio.AbstractEventLoop
+    _thread: threading.Thread
+
+    def stop(self) -> None:  # type: ignore[override]
+        if not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(RunningVault.stop(self), self._loop)
+        future.result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+
+def start_vault_in_thread(config: VaultConfig) -> ThreadedVault:
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            outcome["vault"] = loop.run_until_complete(start_vault(config))
+        except BaseException as exc:  # reported to the starting thread
+            outcome["error"] = exc
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="localdev-vault", daemon=True)
+    thread.start()
+    ready.wait()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    running: RunningVault = outcome["vault"]  # type: ignore[assignment]
+    threaded = ThreadedVault(**{f: getattr(running, f) for f in RunningVault.__dataclass_fields__})
+    threaded._loop = loop
+    threaded._thread = thread
+    return threaded
