@@ -138,13 +138,17 @@ def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
         ResourceExistsError,
         ResourceNotFoundError,
         ServiceRequestError,
+        ServiceRequestTimeoutError,
         ServiceResponseError,
+        ServiceResponseTimeoutError,
     )
 
     if isinstance(exc, DomainError):
         return exc
     what = f"secret '{call.name}'" if call.name else "the vault"
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+    # The transport's read/connect timeouts are timeouts too (504), not an unreachable vault (502).
+    timeouts = (asyncio.TimeoutError, TimeoutError, ServiceRequestTimeoutError, ServiceResponseTimeoutError)
+    if isinstance(exc, timeouts):
         return VaultTimeout(f"Key Vault did not answer in time for {what}; retry later.")
     if isinstance(exc, ResourceNotFoundError):
         return SecretNotFound(f"Secret '{call.name}' was not found in the vault.")

@@ -43,3 +43,15 @@ def require_owned_or_adoptable(name: str, tags: Mapping[str, str] | None, settin
         "is missing). Tag it in the vault, or set SECRETS_ALLOW_ADOPT=true to let the app adopt it.",
         field="name",
     )
+
+
+def require_owned(name: str, tags: Mapping[str, str] | None, settings: Settings) -> None:
+    """Deleting needs ownership itself: SECRETS_ALLOW_ADOPT lets the app take a secret over, not destroy it."""
+    if is_owned(tags, settings):
+        return
+    raise OutOfScope(
+        f"Secret '{name}' is not owned by this app (tag {settings.owner_tag}={settings.owner_value} is missing), "
+        "so the app will not delete it. Delete it in the vault, or adopt it first by writing it with "
+        "SECRETS_ALLOW_ADOPT=true.",
+        field="name",
+    )

@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.fixtures.vault",
+    "tests.fixtures.app",
 ]

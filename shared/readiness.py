@@ -1,0 +1,49 @@
+"""Readiness: proof that the settings load and the app's identity can reach and list the vault.
+
+One cheap call (list with maxresults=1) through the shared client, so the probe exercises exactly
+what requests use: settings, credential, challenge, token, TLS and the role to list secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from azure.core.exceptions import AzureError
+
+from .errors import VaultCall, from_vault_error
+from .keyvault import get_secret_client
+from .settings import SettingsError, get_settings
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    vault_url: str | None
+    duration_ms: float
+    code: str | None = None
+    message: str | None = None  # what to fix, when not ready
+
+
+async def probe_vault() -> Readiness:
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return round((time.perf_counter() - started) * 1000, 2)
+
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        return Readiness(False, None, elapsed(), "ConfigurationError", f"{exc}. Fix the app setting and restart.")
+    try:
+        client = await get_secret_client()
+        pages = client.list_properties_of_secrets(max_page_size=1).by_page()
+        try:
+            await pages.__anext__()
+        except StopAsyncIteration:
+            pass
+    except (AzureError, asyncio.TimeoutError, OSError) as exc:
+        error = from_vault_error(exc, VaultCall(None, "write"))  # name the role the app needs to work
+        return Readiness(False, settings.vault_url, elapsed(), error.code, error.message)
+    return Readiness(True, settings.vault_url, elapsed())
