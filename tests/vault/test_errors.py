@@ -1,0 +1,231 @@
+"""Every error row of the reference table (keyvault-protocol.md §1.4), as the real SDK surfaces it.
+
+Rows not applicable to this emulator: access-policy vaults (it is an RBAC vault) and the firewall.
+"""
+
+from __future__ import annotations
+
+import pytest
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+
+from localdev.vault.auth import CHALLENGE
+
+
+def _inner(exc: HttpResponseError) -> str | None:
+    inner = exc.error.innererror if exc.error else None
+    return inner.get("code") if isinstance(inner, dict) else None
+
+
+def test_missing_token_gets_challenge_and_body(raw) -> None:
+    response = raw.call("GET", "/secrets", token=None)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == CHALLENGE
+    assert response.json() == {"error": {"code": "Unauthorized",
+                                         "message": "AKV10000: Request is missing a Bearer or PoP token."}}
+
+
+def test_challenge_names_a_guid_tenant(raw) -> None:
+    import uuid
+
+    header = raw.call("GET", "/secrets", token=None).headers["WWW-Authenticate"]
+    authorization = header.split('authorization="', 1)[1].split('"', 1)[0]
+    uuid.UUID(authorization.rstrip("/").rsplit("/", 1)[1])
+    assert 'resource="https://vault.azure.net"' in header
+
+
+def test_secret_not_found(sync_client) -> None:
+    with pytest.raises(ResourceNotFoundError) as info:
+        sync_client.get_secret("nope")
+    assert info.value.error.code == "SecretNotFound"
+    assert info.value.error.message.startswith("A secret with (name/id) nope was not found in this key vault.")
+    sync_client.set_secret("there", "v")
+    with pytest.raises(ResourceNotFoundError) as info:
+        sync_client.get_secret("there", "0" * 32)
+    assert f"(name/id) there/{'0' * 32} was not found" in info.value.error.message
+
+
+async def test_deleted_secret_not_found(aio_client) -> None:
+    with pytest.raises(ResourceNotFoundError) as info:
+        await aio_client.get_deleted_secret("ghost")
+    assert info.value.error.code == "SecretNotFound"
+    assert info.value.error.message == "Deleted Secret not found: ghost"
+    with pytest.raises(ResourceNotFoundError):
+        await aio_client.purge_deleted_secret("ghost")
+    with pytest.raises(ResourceNotFoundError):
+        await aio_client.recover_deleted_secret("ghost", _polling_interval=0)
+
+
+def test_set_soft_deleted_name_conflicts(sync_client) -> None:
+    sync_client.set_secret("Reused", "v")
+    sync_client.begin_delete_secret("Reused", _polling_interval=0).wait()
+    with pytest.raises(ResourceExistsError) as info:
+        sync_client.set_secret("reused", "v2")  # another case is the same name
+    assert info.value.status_code == 409
+    assert info.value.error.code == "Conflict"
+    assert _inner(info.value) == "ObjectIsDeletedButRecoverable"
+    assert info.value.error.message == (
+        "Secret Reused is currently in a deleted but recoverable state, and its name cannot be reused; "
+        "in this state, the secret can only be recovered or purged."
+    )
+
+
+def test_set_while_being_recovered_or_deleted(sync_client, vault_control) -> None:
+    vault_control.set_operation_latency(delete=0.5, recover=0.5)
+    sync_client.set_secret("busy", "v")
+    sync_client.begin_delete_secret("busy", _polling_interval=0)  # started, not waited
+    with pytest.raises(ResourceExistsError) as info:
+        sync_client.set_secret("busy", "v2")
+    assert _inner(info.value) == "ObjectIsBeingDeleted"
+    with pytest.raises(ResourceNotFoundError):
+        sync_client.get_deleted_secret("busy")  # what the poller sees meanwhile
+    vault_control.set_operation_latency(delete=0)
+    import time
+
+    time.sleep(0.55)
+    sync_client.begin_recover_deleted_secret("busy", _polling_interval=0)
+    with pytest.raises(ResourceExistsError) as info:
+        sync_client.set_secret("busy", "v2")
+    assert _inner(info.value) == "ObjectIsBeingRecovered"
+    assert info.value.error.message == "Secret busy is currently being recovered and cannot be re-created; retry later."
+
+
+async def test_disabled_secret_is_forbidden(aio_client) -> None:
+    first = await aio_client.set_secret("off", "v", enabled=False)
+    for version in (None, first.properties.version):
+        with pytest.raises(HttpResponseError) as info:
+            await aio_client.get_secret("off", version)
+        assert info.value.status_code == 403
+        assert info.value.error.code == "Forbidden"
+        assert info.value.error.message == "Operation get is not allowed on a disabled secret."
+        assert _inner(info.value) == "SecretDisabled"
+    listed = [p async for p in aio_client.list_properties_of_secrets()]
+    assert listed[0].enabled is False  # lists still show disabled secrets
+
+
+def test_purge_protection(sync_client, vault_control) -> None:
+    vault_control.set_soft_delete(retention_days=7, purge_protection=True)
+    secret = sync_client.set_secret("kept", "v")
+    assert secret.properties.recovery_level == "CustomizedRecoverable"
+    assert secret.properties.recoverable_days == 7
+    deleted = sync_client.begin_delete_secret("kept", _polling_interval=0).result()
+    assert (deleted.scheduled_purge_date - deleted.deleted_date).days == 7
+    with pytest.raises(HttpResponseError) as info:
+        sync_client.purge_deleted_secret("kept")
+    assert info.value.status_code == 403
+    assert info.value.error.message.startswith(
+        'Operation "purge" is not allowed because purge protection is enabled for this vault. '
+        "Key Vault service will automatically purge it after the retention period has passed.\r\nVault: "
+    )
+
+
+@pytest.mark.parametrize("name", ["my_secret", "a" * 128, "with.dot"])
+def test_invalid_name(sync_client, name) -> None:
+    with pytest.raises(HttpResponseError) as info:
+        sync_client.set_secret(name, "v")
+    assert info.value.status_code == 400
+    assert info.value.error.code == "BadParameter"
+    assert info.value.error.message == f"The request URI contains an invalid name: {name}"
+
+
+def test_name_of_127_characters_is_fine(sync_client) -> None:
+    assert sync_client.set_secret("a" * 127, "v").name == "a" * 127
+
+
+def test_unsupported_api_version(raw) -> None:
+    response = raw.call("GET", "/secrets", api_version="7.9")
+    assert response.status_code == 400
+    assert response.json() == {"error": {"code": "BadParameter", "message": (
+        "The specified version (7.9) is not recognized. Consider using the latest supported version (2026-04-01).")}}
+
+
+def test_value_and_metadata_limits(sync_client) -> None:
+    import secrets
+
+    marker = secrets.token_hex(16)
+    assert sync_client.set_secret("big", "x" * 25_600).name == "big"
+    cases = [
+        dict(value="x" * 25_601),
+        dict(value="é" * 12_801),  # 25,602 bytes: the limit is bytes, not characters
+        dict(value=marker, tags={f"t{i}": "v" for i in range(16)}),
+        dict(value=marker, tags={"t" * 257: "v"}),
+        dict(value=marker, tags={"t": "v" * 257}),
+        dict(value=marker, content_type="c" * 256),
+    ]
+    for case in cases:
+        value = case.pop("value")
+        with pytest.raises(HttpResponseError) as info:
+            sync_client.set_secret("limits", value, **case)
+        assert info.value.status_code == 400 and info.value.error.code == "BadParameter"
+        assert value not in str(info.value)
+    sync_client.set_secret("limits", "v", tags={f"t{i}": "v" * 256 for i in range(15)}, content_type="c" * 255)
+
+
+def test_bad_json_and_maxresults(raw, sync_client) -> None:
+    response = raw.session.put(raw.vault.vault_url + "/secrets/bad", params={"api-version": "7.6"},
+                               data=b"{not json", headers={"Authorization": f"Bearer {raw.token()}",
+                                                            "Content-Type": "application/json"},
+                               verify=raw.vault.ca_bundle, timeout=10)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "BadParameter"
+    with pytest.raises(HttpResponseError) as info:
+        list(sync_client.list_properties_of_secrets(max_page_size=26))
+    assert info.value.status_code == 400 and info.value.error.code == "BadParameter"
+    for bad in ("0", "abc"):
+        assert raw.call("GET", "/secrets", params={"maxresults": bad}).status_code == 400
+
+
+def test_throttled_body(raw, vault_control) -> None:
+    vault_control.set_throttling(True, transactions_per_10s=1, retry_after=None)
+    assert raw.call("GET", "/secrets").status_code == 200
+    response = raw.call("GET", "/secrets")
+    assert response.status_code == 429
+    assert "Retry-After" not in response.headers
+    assert response.json() == {"error": {"code": "Throttled", "message": (
+        "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached")}}
+
+
+def test_restore_over_existing_name_conflicts(sync_client) -> None:
+    sync_client.set_secret("dup", "v")
+    backup = sync_client.backup_secret("dup")
+    with pytest.raises(ResourceExistsError):
+        sync_client.restore_secret_backup(backup)
+
+
+def test_garbage_backup_is_refused(sync_client) -> None:
+    with pytest.raises(HttpResponseError) as info:
+        sync_client.restore_secret_backup(b"not a backup")
+    assert info.value.status_code == 400
+
+
+def test_foreign_token_gets_401(vault, vault_control, vault_env) -> None:
+    from azure.core.credentials import AccessToken
+    from azure.keyvault.secrets import SecretClient
+
+    class FixedToken:
+        """A credential that returns one pre-made token: the point is what the vault does with it."""
+
+        def __init__(self, token: str) -> None:
+            self.token = token
+
+        def get_token(self, *scopes, **kwargs) -> AccessToken:
+            import time
+
+            return AccessToken(self.token, int(time.time()) + 3600)
+
+    cases = {
+        vault_control.issue_token(audience="https://storage.azure.com"): "AKV10022: Invalid audience.",
+        vault_control.issue_token(lifetime_seconds=-60): "[TokenExpired] Error validating token: 'S2S12086'.",
+        "abc.def.ghi": "Error validating token",
+    }
+    for token, message in cases.items():
+        client = SecretClient(vault.vault_url, FixedToken(token), connection_verify=vault.ca_bundle,
+                              verify_challenge_resource=False)
+        with client, pytest.raises(ClientAuthenticationError) as info:
+            client.get_secret("anything")
+        assert info.value.status_code == 401
+        assert info.value.error.code == "Unauthorized"
+        assert info.value.error.message.startswith(message)
