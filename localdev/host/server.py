@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class HostConfig:
     state_dir: Path = Path(".localdev")
     auth: bool = True
     load_local_settings: bool = True
+    # A socket bound in advance (by `python -m localdev`, which must know the port before the app loads).
+    sock: socket.socket | None = None
 
 
 @dataclass
@@ -84,7 +87,11 @@ async def start_host(config: HostConfig) -> RunningHost:
     function_host = FunctionHost(registry, keys, invoker, timers, host_json.route_prefix, config.auth)
     runner = web.AppRunner(create_app(function_host), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    site: web.BaseSite
+    if config.sock is not None:
+        site = web.SockSite(runner, config.sock)
+    else:
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -92,10 +99,25 @@ async def start_host(config: HostConfig) -> RunningHost:
         invoker.close()
         raise OSError(exc.errno, f"cannot listen on {config.host}:{config.port} ({exc.strerror}); "
                                  "pick another --port, or 0 for a free one") from None
-    port = runner.addresses[0][1]
+    port = int(runner.addresses[0][1])
     shown = "127.0.0.1" if config.host in ("127.0.0.1", "localhost", "0.0.0.0", "") else config.host
     if ":" in shown:
         shown = f"[{shown}]"
     timers.start()
     _log.info("host listening on http://%s:%d with %d functions", shown, port, len(registry.functions))
     return RunningHost(f"http://{shown}:{port}", port, keys, registry, function_host, settings_file, runner)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the host's listening socket early, so its port is known before the vault and the app start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port} ({exc.strerror}); "
+                                 "pick another --port, or 0 for a free one") from None
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,56 @@
+"""End to end: `python -m localdev` (vault + identity + host + the real app) as a user runs it.
+
+A secret written through the HTTP API is read back from the vault with the real SDK and the real
+ManagedIdentityCredential over verified HTTPS; then SIGTERM must stop everything cleanly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import requests
+from azure.identity import ManagedIdentityCredential
+from azure.keyvault.secrets import SecretClient
+
+from .localdev_process import LocaldevProcess, port_is_free, read_env_file
+
+
+def test_write_through_the_host_read_back_from_the_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"e2e-{secrets.token_hex(4)}"
+    value = f"v-{secrets.token_urlsafe(24)}"
+    run = LocaldevProcess(tmp_path / "state", "--port", "0", "--vault-port", "0", "--identity-port", "0",
+                          "--memory", "--no-events")
+    try:
+        host_env = run.wait_ready()
+        vault_env = read_env_file(tmp_path / "state" / "vault.env")
+        base = host_env["FUNCTIONS_BASE_URL"]
+
+        denied = requests.put(f"{base}/api/secrets/{name}", json={"value": value}, timeout=30)
+        assert denied.status_code == 401
+        written = requests.put(f"{base}/api/secrets/{name}", json={"value": value}, timeout=30,
+                               headers={"x-functions-key": host_env["FUNCTIONS_DEFAULT_KEY"]})
+        assert written.status_code in (200, 201), written.text
+        assert value not in written.text
+
+        # The SDK reaches the vault as the app does: identity endpoint + CA bundle from vault.env.
+        monkeypatch.setenv("IDENTITY_ENDPOINT", vault_env["IDENTITY_ENDPOINT"])
+        monkeypatch.setenv("IDENTITY_HEADER", vault_env["IDENTITY_HEADER"])
+        credential = ManagedIdentityCredential()
+        client = SecretClient(vault_env["KEY_VAULT_URL"], credential, connection_verify=vault_env["KEY_VAULT_CA_BUNDLE"],
+                              verify_challenge_resource=False)
+        with client, credential:
+            assert client.get_secret(name).value == value
+        ports = [urlparse(base).port, urlparse(vault_env["KEY_VAULT_URL"]).port,
+                 urlparse(vault_env["IDENTITY_ENDPOINT"]).port]
+    finally:
+        code = run.terminate()
+    output = run.output()
+    assert code == 0, output
+    assert "stopped cleanly" in output
+    assert value not in output  # never in a log line
+    assert run.leftover_processes() == []
+    assert all(port_is_free(p) for p in ports), ports
+    print(f"python -m localdev ready (host.env written) after {run.ready_seconds:.2f}s")
