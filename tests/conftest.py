@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.vault",
     "tests.fixtures.app",
+    "tests.fixtures.rotation",
 ]

@@ -1,0 +1,22 @@
+"""Cleanup trigger: the daily sweep over superseded versions, expired secrets and soft-deleted ones."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.cleanup import default_cleanup
+
+bp = func.Blueprint()
+_log = logging.getLogger(__name__)
+
+
+@bp.function_name("scheduled_cleanup")
+@bp.retry(strategy="exponential_backoff", max_retry_count="2", minimum_interval="00:00:30",
+          maximum_interval="00:05:00")
+@bp.timer_trigger(arg_name="timer", schedule="%CLEANUP_SCHEDULE%", run_on_startup=False, use_monitor=True)
+async def scheduled_cleanup(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        _log.info("scheduled_cleanup is running late (past due); the sweep catches up")
+    await (await default_cleanup()).sweep()

@@ -1,0 +1,63 @@
+"""Rotation triggers: the hourly sweep, on-demand rotation, and the plan (a dry run of rotation + cleanup).
+
+Thin adapters over shared.rotation and shared.cleanup; no rules here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.rotation import RotationRequest, default_engine, last_summaries
+from shared.scope import require_name_in_scope
+from shared.settings import get_settings
+from shared.validation import parse_flag, validate_name
+
+from .responses import answers_json, caller_of, json_response
+
+bp = func.Blueprint()
+_log = logging.getLogger(__name__)
+
+
+@bp.function_name("scheduled_rotation")
+@bp.retry(strategy="exponential_backoff", max_retry_count="2", minimum_interval="00:00:30",
+          maximum_interval="00:05:00")
+@bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SCHEDULE%", run_on_startup=False, use_monitor=True)
+async def scheduled_rotation(timer: func.TimerRequest) -> None:
+    """Rotate every due secret within ROTATION_BUDGET_SECONDS; what is left waits for the next run."""
+    if timer.past_due:
+        _log.info("scheduled_rotation is running late (past due); the sweep catches up")
+    engine = await default_engine()
+    await engine.sweep()
+
+
+@bp.function_name("rotate_secret")
+@bp.route(route="secrets/{name}/rotate", methods=["POST"])
+@answers_json
+async def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
+    """Rotate now, due or not (?dryRun=true: say what would happen). Concurrent calls share one rotation."""
+    name = validate_name(req.route_params.get("name", ""))
+    require_name_in_scope(name, get_settings())
+    dry_run = parse_flag(req.params, "dryRun")
+    engine = await default_engine()
+    result = await engine.rotate(name, RotationRequest(trigger="http", force=True, dry_run=dry_run,
+                                                       caller=caller_of(req)))
+    return json_response(result.to_dict())
+
+
+@bp.function_name("rotation_plan")
+@bp.route(route="rotation/plan", methods=["GET"])
+@answers_json
+async def rotation_plan(req: func.HttpRequest) -> func.HttpResponse:
+    """What the next rotation and cleanup would do, per managed secret, and the last real runs' summaries."""
+    from shared.cleanup import default_cleanup
+
+    engine = await default_engine()
+    rotation = await engine.sweep(dry_run=True, include_items=True)
+    cleanup = await (await default_cleanup()).sweep(dry_run=True, include_items=True)
+    return json_response({
+        "rotation": rotation.to_dict(with_items=True),
+        "cleanup": cleanup.to_dict(with_items=True),
+        "lastRuns": last_summaries(),
+    })

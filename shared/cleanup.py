@@ -1,0 +1,310 @@
+"""Scheduled cleanup, planned first and then acted on: revoke superseded versions, soft-delete expired
+secrets that opted in, purge soft-deleted secrets the app owns.
+
+- Key Vault cannot delete a version, so a superseded version is disabled and tagged RotationRevoked
+  once its overlap has passed (RotationRevokeAfter on its successor, else successor created + overlap);
+  the newest CLEANUP_KEEP_VERSIONS enabled versions always stay.
+- Soft delete needs the CleanupDeleteExpired=true tag, the ownership tag, and an expiry older than
+  CLEANUP_EXPIRED_GRACE_DAYS. Purge needs the ownership tag, CLEANUP_ALLOW_PURGE=true and a deletion
+  older than CLEANUP_PURGE_GRACE_DAYS; purge protection (403) is reported and skipped, not an error.
+Decisions use listed properties only; values are never read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Callable
+
+from .audit import audited
+from .errors import DomainError, VaultCall, from_vault_error
+from .locks import SecretLocks
+from .rotation.engine import PROCESS_LOCKS, utc_now
+from .rotation.history import SecretHistory
+from .rotation.policy import (
+    DEFAULT_OVERLAP_DAYS,
+    TAG_DELETE_EXPIRED,
+    TAG_REVOKED,
+    PolicyError,
+    RotationPolicy,
+    VersionInfo,
+    format_age,
+    format_time,
+    tag,
+)
+from .rotation.results import SweepSummary, remember
+from .rotation.throttle import VaultCalls
+from .scope import is_owned, name_in_scope
+from .settings import Settings
+
+_log = logging.getLogger(__name__)
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+class CleanupAction(str, Enum):
+    DISABLE_VERSION = "DisableVersion"
+    DELETE_EXPIRED = "DeleteExpired"
+    PURGE = "Purge"
+
+
+class CleanupOutcome(str, Enum):
+    DONE = "Done"
+    WOULD_DO = "WouldDo"
+    PURGE_PROTECTED = "PurgeProtected"
+    PURGE_NOT_ALLOWED = "PurgeNotAllowed"
+    GONE = "Gone"
+    DEFERRED = "Deferred"
+    FAILED = "Failed"
+
+
+@dataclass
+class CleanupStep:
+    action: CleanupAction
+    name: str
+    reason: str
+    version: str | None = None
+    outcome: CleanupOutcome = CleanupOutcome.WOULD_DO
+    error_code: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body = {"action": self.action.value, "name": self.name, "outcome": self.outcome.value, "reason": self.reason}
+        if self.version:
+            body["version"] = self.version
+        if self.error_code:
+            body["errorCode"] = self.error_code
+        return body
+
+
+def _truthy(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def overlap_of(current: VersionInfo) -> timedelta:
+    try:
+        policy = RotationPolicy.from_tags(current.tags)
+    except PolicyError:
+        policy = None
+    return policy.overlap if policy else timedelta(days=DEFAULT_OVERLAP_DAYS)
+
+
+def plan_revocations(history: SecretHistory, now: datetime, keep: int) -> list[CleanupStep]:
+    """Enabled versions superseded longer ago than their overlap, beyond the newest `keep` enabled ones."""
+    latest = history.latest
+    if latest is None or latest.is_pending:
+        return []  # a rotation is in flight (or will be resumed): leave every version as it is
+    overlap = overlap_of(latest)
+    settled = [v for v in history.versions if not v.is_pending]
+    enabled = [v for v in settled if v.enabled]
+    kept = {v.version for v in enabled[-max(1, keep):]}
+    steps: list[CleanupStep] = []
+    for index, info in enumerate(settled):
+        if not info.enabled or info.version in kept or index + 1 >= len(settled):
+            continue
+        successor = settled[index + 1]
+        revoke_after = successor.revoke_after if successor.previous_version == info.version else None
+        if revoke_after is None and successor.created is not None:
+            revoke_after = successor.created + overlap
+        if revoke_after is None or revoke_after > now:
+            continue
+        steps.append(CleanupStep(
+            CleanupAction.DISABLE_VERSION, history.name,
+            f"superseded by {successor.version}; overlap ended {format_age(now - revoke_after)} ago",
+            version=info.version))
+    return steps
+
+
+def plan_expired_delete(current: VersionInfo, now: datetime, settings: Settings) -> CleanupStep | None:
+    if not _truthy(tag(current.tags, TAG_DELETE_EXPIRED)) or not is_owned(current.tags, settings):
+        return None
+    if current.expires_on is None:
+        return None
+    grace = timedelta(days=settings.cleanup_expired_grace_days)
+    if current.expires_on + grace > now:
+        return None
+    return CleanupStep(CleanupAction.DELETE_EXPIRED, current.name,
+                       f"expired {format_age(now - current.expires_on)} ago (grace "
+                       f"{settings.cleanup_expired_grace_days:g} days) and tagged {TAG_DELETE_EXPIRED}=true")
+
+
+def plan_purge(deleted: Any, now: datetime, settings: Settings) -> CleanupStep | None:
+    name = deleted.name
+    tags = deleted.properties.tags if deleted.properties else None
+    if not name or not name_in_scope(name, settings) or not is_owned(tags, settings):
+        return None
+    deleted_on = deleted.deleted_date
+    grace = timedelta(days=settings.cleanup_purge_grace_days)
+    if deleted_on is None or deleted_on + grace > now:
+        return None
+    step = CleanupStep(CleanupAction.PURGE, name,
+                       f"soft-deleted {format_age(now - deleted_on)} ago (grace {settings.cleanup_purge_grace_days:g} "
+                       "days) and owned by this app")
+    if not settings.cleanup_allow_purge:
+        step.outcome = CleanupOutcome.PURGE_NOT_ALLOWED
+        step.reason += "; set CLEANUP_ALLOW_PURGE=true to purge"
+    return step
+
+
+class CleanupEngine:
+    def __init__(self, client: Any, settings: Settings, *, now: Callable[[], datetime] = utc_now,
+                 calls: VaultCalls | None = None, locks: SecretLocks | None = None) -> None:
+        self.client = client
+        self.settings = settings
+        self.now = now
+        self.calls = calls or VaultCalls()
+        self.locks = locks or PROCESS_LOCKS
+
+    def _in_scope(self, current: VersionInfo) -> bool:
+        return name_in_scope(current.name, self.settings) and (
+            RotationPolicy.opted_in(current.tags) or is_owned(current.tags, self.settings))
+
+    async def sweep(self, *, dry_run: bool = False, budget_seconds: float | None = None,
+                    include_items: bool = False) -> SweepSummary:
+        budget = self.settings.rotation_budget_seconds if budget_seconds is None else budget_seconds
+        deadline = time.monotonic() + budget
+        summary = SweepSummary(kind="cleanup", dry_run=dry_run, started_at=self.now())
+        base = (self.calls.transactions, self.calls.retries, self.calls.throttled)
+        semaphore = asyncio.Semaphore(max(1, self.settings.rotation_concurrency))
+        tasks: list[asyncio.Task[None]] = []
+        last_progress = time.monotonic()
+
+        def record(step: CleanupStep) -> None:
+            summary.outcomes[f"{step.action.value}:{step.outcome.value}"] += 1
+            if step.outcome is CleanupOutcome.DEFERRED:
+                summary.remaining += 1
+            if step.outcome is CleanupOutcome.FAILED:
+                summary.errors.append({"name": step.name, "code": step.error_code or "Error", "reason": step.reason})
+            if include_items:
+                summary.items.append(step.to_dict())
+
+        async def bounded(job: Any) -> None:
+            async with semaphore:
+                if time.monotonic() > deadline:
+                    job.close()  # never started: the next run does it
+                    summary.remaining += 1
+                    return
+                await job
+
+        async def tidy(current: VersionInfo) -> None:
+            expired = plan_expired_delete(current, self.now(), self.settings)
+            if expired is not None:
+                await self._act(expired, dry_run, record)
+                return
+            async with self.locks.hold(current.name):
+                history = await self._history(current.name, record)
+                if history is None:
+                    return
+                for step in plan_revocations(history, self.now(), self.settings.cleanup_keep_versions):
+                    await self._act(step, dry_run, record, history)
+
+        listing_done = False
+        async for page in self.calls.pages("GetSecrets", self.client.list_properties_of_secrets(max_page_size=25)):
+            summary.pages += 1
+            for props in page:
+                summary.listed += 1
+                current = VersionInfo.from_properties(props)
+                if not self._in_scope(current):
+                    continue
+                summary.managed += 1
+                tasks.append(asyncio.create_task(bounded(tidy(current))))
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS:
+                last_progress = time.monotonic()
+                _log.info("cleanup sweep: %d listed, %d in scope, outcomes %s", summary.listed, summary.managed,
+                          dict(summary.outcomes))
+            if time.monotonic() > deadline:
+                summary.listing_complete = False
+                break
+        else:
+            listing_done = True
+        await asyncio.gather(*tasks)
+
+        if listing_done and time.monotonic() <= deadline:
+            async for page in self.calls.pages("GetDeletedSecrets", self.client.list_deleted_secrets(max_page_size=25)):
+                summary.pages += 1
+                for deleted in page:
+                    step = plan_purge(deleted, self.now(), self.settings)
+                    if step is None:
+                        continue
+                    if step.outcome is CleanupOutcome.PURGE_NOT_ALLOWED:
+                        record(step)
+                    else:
+                        tasks.append(asyncio.create_task(bounded(self._act(step, dry_run, record))))
+                if time.monotonic() > deadline:
+                    summary.listing_complete = False
+                    break
+            await asyncio.gather(*tasks)
+        summary.finish(self.calls.transactions - base[0], self.calls.retries - base[1], self.calls.throttled - base[2])
+        summary.log()
+        remember(summary)
+        return summary
+
+    async def _history(self, name: str, record: Callable[[CleanupStep], None]) -> SecretHistory | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        versions: list[VersionInfo] = []
+        try:
+            async for page in self.calls.pages(
+                "GetSecretVersions", self.client.list_properties_of_secret_versions(name, max_page_size=25)
+            ):
+                versions.extend(VersionInfo.from_properties(p) for p in page)
+        except ResourceNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - one secret's failure is counted, the sweep goes on
+            error = from_vault_error(exc, VaultCall(name, "metadata"))
+            record(CleanupStep(CleanupAction.DISABLE_VERSION, name, error.message, outcome=CleanupOutcome.FAILED,
+                               error_code=error.code))
+            return None
+        return SecretHistory.from_versions(name, versions)
+
+    async def _act(self, step: CleanupStep, dry_run: bool, record: Callable[[CleanupStep], None],
+                   history: SecretHistory | None = None) -> None:
+        if dry_run:
+            record(step)
+            return
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        try:
+            async with audited(f"cleanup-{step.action.value}", step.name, caller="cleanup") as entry:
+                entry.version = step.version
+                if step.action is CleanupAction.DISABLE_VERSION:
+                    assert history is not None
+                    info = history.find(step.version)
+                    tags = dict(info.tags if info else {})
+                    tags[TAG_REVOKED] = format_time(self.now())
+                    await self.calls.call("UpdateSecret", self.client.update_secret_properties, step.name,
+                                          step.version, enabled=False, tags=tags)
+                elif step.action is CleanupAction.DELETE_EXPIRED:
+                    await self.calls.call("DeleteSecret", self.client.delete_secret, step.name)
+                else:
+                    await self.calls.call("PurgeDeletedSecret", self.client.purge_deleted_secret, step.name)
+            step.outcome = CleanupOutcome.DONE
+        except ResourceNotFoundError:
+            step.outcome = CleanupOutcome.GONE
+            step.reason += "; already gone"
+        except HttpResponseError as exc:
+            if step.action is CleanupAction.PURGE and exc.status_code == 403 and "purge protection" in str(exc).lower():
+                step.outcome = CleanupOutcome.PURGE_PROTECTED
+                step.reason += "; the vault has purge protection on, so Key Vault purges it at its scheduled date"
+            else:
+                error = from_vault_error(exc, VaultCall(step.name, "purge" if step.action is CleanupAction.PURGE
+                                                        else "write"))
+                step.outcome, step.error_code = CleanupOutcome.FAILED, error.code
+                step.reason += f"; failed: {error.message}"
+        except DomainError as exc:
+            step.outcome, step.error_code = CleanupOutcome.FAILED, exc.code
+            step.reason += f"; failed: {exc.message}"
+        except Exception as exc:  # noqa: BLE001
+            error = from_vault_error(exc, VaultCall(step.name, "write"))
+            step.outcome, step.error_code = CleanupOutcome.FAILED, error.code
+            step.reason += f"; failed: {error.message}"
+        record(step)
+
+
+async def default_cleanup() -> CleanupEngine:
+    from .keyvault import get_secret_client
+    from .settings import get_settings
+
+    return CleanupEngine(await get_secret_client(), get_settings())

@@ -1,0 +1,20 @@
+"""Secret rotation: policy from tags (policy), rotators (rotators), the engine and its sweep (engine),
+Key Vault events (events), run summaries (results). Triggers in blueprints/ call `default_engine()`."""
+
+from __future__ import annotations
+
+from .engine import RotationEngine, RotationRequest
+from .policy import RotationPolicy, SecretStatus
+from .results import Outcome, RotationResult, SweepSummary, last_summaries
+
+
+async def default_engine() -> RotationEngine:
+    """An engine on the process's shared client and settings."""
+    from ..keyvault import get_secret_client
+    from ..settings import get_settings
+
+    return RotationEngine(await get_secret_client(), get_settings())
+
+
+__all__ = ["RotationEngine", "RotationRequest", "RotationPolicy", "SecretStatus", "Outcome", "RotationResult",
+           "SweepSummary", "last_summaries", "default_engine"]
