@@ -210,7 +210,10 @@ class ControlApi:
             creates_per_10s=int(body.get("creates_per_10s", current.creates_per_10s)),
             retry_after=(None if body["retry_after"] is None else float(body["retry_after"]))
             if "retry_after" in body else current.retry_after,
+            window_seconds=float(body.get("window_seconds", current.window_seconds)),
         )
+        if settings.window_seconds <= 0 or settings.transactions_per_10s < 1 or settings.creates_per_10s < 1:
+            raise ValueError("limits and window_seconds must be positive")
         self.runtime.throttle.configure(settings)
         return web.json_response(asdict(settings))
 
@@ -296,9 +299,10 @@ class ControlClient:
         self._call("PUT", "latency", {"seconds": seconds})
 
     def set_throttling(self, enabled: bool, transactions_per_10s: int = 4000, creates_per_10s: int = 300,
-                       retry_after: float | None = 1.0) -> dict[str, Any]:
+                       retry_after: float | None = 1.0, window_seconds: float = 10.0) -> dict[str, Any]:
         return self._call("PUT", "throttling", {"enabled": enabled, "transactions_per_10s": transactions_per_10s,
-                                                "creates_per_10s": creates_per_10s, "retry_after": retry_after})
+                                                "creates_per_10s": creates_per_10s, "retry_after": retry_after,
+                                                "window_seconds": window_seconds})
 
     def set_soft_delete(self, retention_days: int = 90, purge_protection: bool = False) -> dict[str, Any]:
         return self._call("PUT", "soft-delete", {"retention_days": retention_days,
