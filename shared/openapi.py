@@ -19,7 +19,10 @@ from .validation import (
     MAX_VALUE_BYTES,
 )
 
-ROTATION_STATUSES = ["UpToDate", "Due", "Expired", "PendingRecovery", "Error"]
+# Mirrors shared.rotation's enums (tests/app/test_meta.py checks they agree).
+ROTATION_STATUSES = ["UpToDate", "Due", "Expired", "PendingRecovery", "Disabled", "Error"]
+ROTATION_OUTCOMES = ["Rotated", "Resumed", "NotDue", "AlreadyRotated", "Stale", "Skipped", "NotManaged", "NotFound",
+                     "WouldRotate", "WouldResume", "Deferred", "Failed"]
 
 _NAME_PARAM = {
     "name": "name",
@@ -49,7 +52,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "Secret not found.",
         409: "Conflict: deleted but recoverable (recover it, or write with ?recover=true), or being "
              "deleted/recovered, or the current version is disabled.",
-        413: "The value is larger than 25,600 bytes (UTF-8), or the body is larger than 64 KiB.",
+        413: "The value is larger than 25,600 bytes (UTF-8), or the body is larger than 256 KiB.",
         415: "The body was not sent as Content-Type: application/json.",
         500: "The app is misconfigured (ConfigurationError names the setting) or hit a bug.",
         502: "The app's managed identity lacks a Key Vault role (the message names it), or the vault failed.",
@@ -188,27 +191,68 @@ def _schemas() -> dict[str, Any]:
         },
         "RotationResult": {
             "type": "object",
-            "description": "What rotating one secret did (or would do, with dryRun=true); shape owned by "
-                           "shared.rotation.",
+            "description": "What rotating one secret did (or would do, with dryRun=true).",
+            "required": ["name", "outcome", "reason", "dryRun"],
+            "properties": {
+                "name": {"type": "string"},
+                "outcome": {"type": "string", "enum": ROTATION_OUTCOMES},
+                "reason": {"type": "string"},
+                "dryRun": {"type": "boolean"},
+                "status": {"type": "string", "enum": ROTATION_STATUSES},
+                "version": {"type": "string"},
+                "previousVersion": {"type": "string"},
+                "operationId": {"type": "string"},
+                "notBefore": {"type": "string", "format": "date-time"},
+                "expiresOn": {"type": "string", "format": "date-time"},
+                "revokePreviousAfter": {"type": "string", "format": "date-time"},
+                "errorCode": {"type": "string"},
+            },
+        },
+        "SweepSummary": {
+            "type": "object",
+            "description": "One rotation or cleanup run (or its dry run): counts, duration, transactions.",
             "additionalProperties": True,
+            "properties": {
+                "kind": {"type": "string"},
+                "dryRun": {"type": "boolean"},
+                "startedAt": {"type": ["string", "null"], "format": "date-time"},
+                "durationSeconds": {"type": "number"},
+                "listed": {"type": "integer"},
+                "managed": {"type": "integer"},
+                "statuses": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "outcomes": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "transactions": {"type": "integer"},
+                "remaining": {"type": "integer"},
+                "errors": {"type": "array", "items": {"type": "object"}},
+                "secrets": {"type": "array", "items": {"type": "object"},
+                            "description": "Per-secret detail (plan only)."},
+            },
         },
         "RotationPlan": {
             "type": "object",
-            "description": "The rotation status of every managed secret, without reading any value.",
-            "additionalProperties": True,
+            "description": "What the next rotation and cleanup would do, per managed secret, without reading "
+                           "any value; and the last real runs' summaries.",
+            "required": ["rotation", "cleanup", "lastRuns"],
             "properties": {
-                "secrets": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": True,
-                        "properties": {
-                            "name": {"type": "string"},
-                            "status": {"type": "string", "enum": ROTATION_STATUSES},
-                            "reason": {"type": "string"},
-                        },
-                    },
-                }
+                "rotation": {
+                    "allOf": [
+                        _ref("SweepSummary"),
+                        {"type": "object", "properties": {"secrets": {"type": "array", "items": {
+                            "type": "object",
+                            "required": ["name", "status", "reason"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "status": {"type": "string", "enum": ROTATION_STATUSES},
+                                "reason": {"type": "string"},
+                                "expiresOn": {"type": "string", "format": "date-time"},
+                                "dueOn": {"type": "string", "format": "date-time"},
+                                "action": {"type": "string", "enum": ROTATION_OUTCOMES},
+                            },
+                        }}}},
+                    ]
+                },
+                "cleanup": _ref("SweepSummary"),
+                "lastRuns": {"type": "object", "additionalProperties": _ref("SweepSummary")},
             },
         },
     }
@@ -282,8 +326,8 @@ def _paths() -> dict[str, Any]:
         "/api/rotation/plan": {
             "get": {
                 "operationId": "getRotationPlan",
-                "summary": "Rotation status of every managed secret: UpToDate, Due, Expired, PendingRecovery, "
-                           "Error, each with a reason.",
+                "summary": "Rotation status of every managed secret (UpToDate, Due, Expired, PendingRecovery, "
+                           "Disabled, Error, each with a reason), the cleanup plan, and the last runs.",
                 "responses": {"200": _json(_ref("RotationPlan"), "The plan."), **_errors(*_VAULT_ERRORS)},
             }
         },

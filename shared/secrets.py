@@ -196,7 +196,8 @@ async def _versions(client: "SecretClient", name: str, access: str) -> list[Secr
 
     found = await _vault(call, collect())
     epoch = datetime.min.replace(tzinfo=timezone.utc)
-    return sorted(found, key=lambda m: m.created_on or epoch, reverse=True)
+    # Whole-second timestamps tie; the vault lists oldest first, so reversing first keeps ties newest-first.
+    return sorted(reversed(found), key=lambda m: m.created_on or epoch, reverse=True)
 
 
 def _desired(request: SecretWrite, value: str, current: _Current | None, settings: Settings) -> _Desired:
@@ -319,8 +320,10 @@ def _encode_token(next_link: str | None) -> str | None:
 def _decode_token(token: str, settings: Settings) -> str:
     try:
         padded = token + "=" * (-len(token) % 4)
-        query = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        query = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+        if not pairs:
+            raise ValueError("empty continuation token")
     except (ValueError, UnicodeError, binascii.Error):
         raise InvalidRequest(
             "continuationToken is not one this API returned; start again without it.", field="continuationToken"

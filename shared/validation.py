@@ -22,7 +22,7 @@ MAX_TAG_NAME = 256
 MAX_TAG_VALUE = 256
 MAX_CONTENT_TYPE = 255
 MAX_RESULTS = 25
-MAX_BODY_BYTES = 64 * 1024  # a full write (value + 15 tags + dates) fits well under this
+MAX_BODY_BYTES = 256 * 1024  # a 25,600-byte value JSON-escaped (\u0001 is 6 bytes) + 15 tags fits
 MAX_CONTINUATION_TOKEN = 4096
 _RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

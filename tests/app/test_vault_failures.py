@@ -1,0 +1,71 @@
+"""What callers see when the vault or the app's identity fails: mapped statuses, never a 500."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fixtures.app import InProcessApi, SecretValues
+
+pytestmark = pytest.mark.usefixtures("app_env")
+
+
+@pytest.mark.usefixtures("reader_env")
+async def test_identity_without_write_role_is_502_naming_the_role(api: InProcessApi,
+                                                                 secret_values: SecretValues) -> None:
+    write = await api.put("app-rbac", {"value": secret_values.new()})
+    assert write.status == 502 and write.error["code"] == "VaultAccessDenied"
+    assert "Key Vault Secrets Officer" in write.error["message"]
+    read = await api.get("app-rbac")
+    assert read.status == 502 and "Key Vault Secrets User" in read.error["message"]
+    listed = await api.list()  # Reader may list metadata
+    assert listed.status == 200 and listed.json["value"] == []
+    ready = await api.health({"ready": "true"})
+    assert ready.status == 200  # readiness proves reach + list, which Reader has
+
+
+async def test_throttling_is_503_with_retry_after_once_retries_are_exhausted(
+        api: InProcessApi, secret_values, vault_control) -> None:
+    vault_control.set_faults("SetSecret", 429, 1.0, retry_after=1)
+    response = await api.put("app-busy", {"value": secret_values.new()})
+    assert response.status == 503 and response.error["code"] == "VaultThrottled"
+    assert response.headers["Retry-After"] == "1"
+    # KEY_VAULT_RETRY_TOTAL=1 in app_env: the SDK retried once, honouring Retry-After, then gave up.
+    assert vault_control.stats()["statuses"]["429"] == 2
+    vault_control.clear_faults()
+    assert (await api.put("app-busy", {"value": secret_values.new()})).status == 201
+
+
+async def test_a_slow_vault_is_504(api: InProcessApi, secret_values, vault_control, reconfigure) -> None:
+    await reconfigure(KEY_VAULT_TIMEOUT_SECONDS="1", KEY_VAULT_RETRY_TOTAL="0")
+    assert (await api.get("app-none")).status == 404  # challenge and token paid before the fault
+    vault_control.set_latency(1.6)
+    started = time.monotonic()
+    response = await api.put("app-slow", {"value": secret_values.new()})
+    assert response.status == 504 and response.error["code"] == "VaultTimeout"
+    assert time.monotonic() - started < 1.5
+    vault_control.set_latency(0)
+
+
+async def test_an_unreachable_vault_is_502_and_health_says_what_to_fix(api: InProcessApi, secret_values,
+                                                                       reconfigure) -> None:
+    await reconfigure(KEY_VAULT_URL="https://127.0.0.1:9", KEY_VAULT_RETRY_TOTAL="0")
+    response = await api.put("app-x", {"value": secret_values.new()})
+    assert response.status == 502 and response.error["code"] == "VaultUnavailable"
+    assert "KEY_VAULT_URL" in response.error["message"]
+    health = await api.health({"ready": "true"})
+    assert health.status == 503 and health.json["status"] == "notReady"
+    assert "KEY_VAULT_URL" in health.json["error"]["message"]
+
+
+async def test_a_missing_setting_is_a_configuration_error_naming_it(api: InProcessApi, secret_values,
+                                                                   monkeypatch, reconfigure) -> None:
+    monkeypatch.delenv("KEY_VAULT_URL")
+    await reconfigure()
+    response = await api.put("app-x", {"value": secret_values.new()})
+    assert response.status == 500 and response.error["code"] == "ConfigurationError"
+    assert "KEY_VAULT_URL" in response.error["message"]
+    health = await api.health({"ready": "1"})
+    assert health.status == 503 and "KEY_VAULT_URL" in health.json["error"]["message"]
+    assert (await api.health()).json == {"status": "alive"}
