@@ -55,6 +55,8 @@ class VaultConfig:
     recover_latency: float = 0.0
     events_url: str | None = None
     events_check_interval: float = 60.0
+    events_attempts: int = 3
+    events_retry_delay: float = 0.5
     identities: list[Identity] | None = None
     identities_file: Path | None = None
     identity_header: str | None = None
@@ -97,7 +99,10 @@ class VaultRuntime:
         )
         self.throttle = Throttle(config.throttle_settings())
         self.api = VaultApi(self.store, self.authority, self.throttle, RequestStats(), FaultPlan())
-        self.publisher = EventPublisher(config.events_url, self.store, check_interval=config.events_check_interval) \
+        self.publisher = EventPublisher(
+            config.events_url, self.store, check_interval=config.events_check_interval,
+            attempts=config.events_attempts, retry_delay=config.events_retry_delay,
+        ) \
             if config.events_url else None
         if self.publisher is not None:
             self.store.listeners.append(self.publisher.on_new_version)

@@ -1,0 +1,120 @@
+"""SQLite persistence: data survives a restart and a crash (SIGKILL mid-write), concurrent writes all land."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from localdev.vault.server import StateDirInUse, VaultConfig, start_vault_in_thread
+from tests.fixtures.vault import aclose_client, make_aio_client, make_sync_client
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _config(state_dir: Path) -> VaultConfig:
+    return VaultConfig(state_dir=state_dir, port=0, identity_port=0, memory=False)
+
+
+def _use(vault, monkeypatch) -> None:
+    for key, value in vault.env().items():
+        monkeypatch.setenv(key, value)
+
+
+def test_survives_restart(tmp_path, monkeypatch) -> None:
+    first = start_vault_in_thread(_config(tmp_path))
+    try:
+        _use(first, monkeypatch)
+        with make_sync_client(first) as client:
+            v1 = client.set_secret("kept", "one", tags={"a": "b"}, content_type="text/plain")
+            client.set_secret("kept", "two")
+            client.update_secret_properties("kept", v1.properties.version, enabled=False)
+            client.set_secret("binned", "x")
+            deleted = client.begin_delete_secret("binned", _polling_interval=0).result()
+            backup = client.backup_secret("kept")
+        with pytest.raises(StateDirInUse):
+            start_vault_in_thread(_config(tmp_path))
+    finally:
+        first.stop()
+
+    second = start_vault_in_thread(_config(tmp_path))
+    try:
+        _use(second, monkeypatch)
+        assert second.ca_bundle == first.ca_bundle  # same CA: clients keep trusting it
+        with make_sync_client(second) as client:
+            assert client.get_secret("kept").value == "two"
+            versions = {v.version: v for v in client.list_properties_of_secret_versions("kept")}
+            assert versions[v1.properties.version].enabled is False
+            assert versions[v1.properties.version].tags == {"a": "b"}
+            again = client.get_deleted_secret("binned")
+            assert again.scheduled_purge_date == deleted.scheduled_purge_date
+            client.begin_delete_secret("kept", _polling_interval=0).wait()
+            client.purge_deleted_secret("kept")
+            assert client.restore_secret_backup(backup).name == "kept"  # backup key survives too
+    finally:
+        second.stop()
+
+
+async def test_concurrent_writes_all_land(tmp_path, monkeypatch) -> None:
+    vault = start_vault_in_thread(_config(tmp_path))
+    try:
+        _use(vault, monkeypatch)
+        client = make_aio_client(vault)
+        try:
+            await asyncio.gather(*(client.set_secret(f"c-{i % 10}", f"value-{i}") for i in range(60)))
+        finally:
+            await aclose_client(client)
+    finally:
+        vault.stop()
+    db = sqlite3.connect(tmp_path / "vault.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM versions").fetchone()[0] == 60
+    assert db.execute("SELECT COUNT(*) FROM secrets").fetchone()[0] == 10
+    db.close()
+
+
+def test_crash_mid_write_leaves_a_consistent_store(tmp_path, monkeypatch) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localdev.vault", "--port", "0", "--identity-port", "0", "--state-dir", str(tmp_path)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "vault.env").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "emulator did not start"
+            time.sleep(0.05)
+        values = dict(line.split("=", 1) for line in (tmp_path / "vault.env").read_text().splitlines())
+        for key, value in values.items():
+            monkeypatch.setenv(key, value)
+        from localdev.vault.server import RunningVault
+
+        target = RunningVault(values["KEY_VAULT_URL"], values["KEY_VAULT_CA_BUNDLE"], values["IDENTITY_ENDPOINT"],
+                              values["IDENTITY_HEADER"], "", tmp_path, None)  # type: ignore[arg-type]
+        acknowledged = []
+        with make_sync_client(target) as client:
+            for i in range(40):
+                client.set_secret(f"crash-{i}", "v" * 1000)
+                acknowledged.append(f"crash-{i}")
+        process.send_signal(signal.SIGKILL)  # no clean shutdown, no checkpoint
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    db = sqlite3.connect(tmp_path / "vault.sqlite3")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    restarted = start_vault_in_thread(_config(tmp_path))
+    try:
+        _use(restarted, monkeypatch)
+        with make_sync_client(restarted) as client:
+            assert {p.name for p in client.list_properties_of_secrets()} == set(acknowledged)
+    finally:
+        restarted.stop()
