@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if logging.getLogger().level > logging.DEBUG:
+        # The SDKs log every HTTP exchange at INFO; host.json keeps Azure.Core at Warning, so do we.
+        logging.getLogger("azure").setLevel(logging.WARNING)
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:

@@ -150,10 +150,20 @@ class FunctionHost:
             return error_json(400, "Send a JSON object: {\"input\": \"<string, number or boolean>\"}.")
         if function.is_http:
             return error_json(400, f"{function.name} is an HTTP function; call its route instead.")
+        value = document.get("input")
+        if function.trigger_type == EVENT_GRID_TRIGGER:
+            try:
+                event = json.loads(value) if isinstance(value, str) else value
+            except ValueError:
+                event = None
+            if not isinstance(event, dict):
+                return error_json(400, "For an Event Grid function, send one event as input: a JSON object "
+                                       "or that object as a JSON string.")
+            value = event
         invocation_id = str(uuid.uuid4())
         request[INVOCATION] = invocation_id
         request[FUNCTION] = function.name
-        self.spawn(self.run_admin(function, document.get("input"), invocation_id))
+        self.spawn(self.run_admin(function, value, invocation_id))
         return web.Response(status=202)
 
     async def run_admin(self, function: RegisteredFunction, value: Any, invocation_id: str) -> None:
@@ -162,8 +172,7 @@ class FunctionHost:
             async with self.timers.lock_for(function.name):
                 await self.invoker.invoke(function, lambda: timer_request(False, None), invocation_id, retry=True)
             return
-        text = value if isinstance(value, str) else json.dumps(value)
-        await self.invoker.invoke(function, lambda: event_grid_event(json.loads(text)), invocation_id)
+        await self.invoker.invoke(function, lambda: event_grid_event(value), invocation_id)
 
     def spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)

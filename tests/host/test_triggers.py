@@ -175,6 +175,19 @@ async def test_admin_invoke_of_event_grid_function(host, http) -> None:
     assert calls["events"][0][:3] == ("EventGridEvent", KV_EVENT["id"], "Microsoft.KeyVault.SecretNewVersionCreated")
 
 
+async def test_admin_invoke_of_event_grid_function_checks_the_event(host, http) -> None:
+    for bad in ("not json", "[1, 2]", 5):
+        async with http.post(f"{host.base_url}/admin/functions/on_event", json={"input": bad},
+                             headers=master(host)) as resp:
+            assert resp.status == 400
+    async with http.post(f"{host.base_url}/admin/functions/on_event", json={"input": KV_CLOUD_EVENT},
+                         headers=master(host)) as resp:
+        assert resp.status == 202
+    calls = app_module(host).CALLS
+    assert await wait_for(lambda: len(calls["events"]) == 1)
+    assert calls["events"][0][:2] == ("CloudEvent", KV_CLOUD_EVENT["id"])
+
+
 # -- Event Grid webhook ---------------------------------------------------------------------------------
 async def test_subscription_validation_handshake(host, http) -> None:
     async with http.post(eventgrid_url(host, "on_event"), json=VALIDATION_EVENT, headers=master(host) | {
