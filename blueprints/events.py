@@ -25,11 +25,9 @@ _TRANSIENT = {"VaultThrottled", "VaultUnavailable", "VaultTimeout"}
 
 
 def _parts(event: Any) -> tuple[str, Any, str | None, str | None]:
-    """(type, data, subject, id) of an EventGridEvent or a CloudEvent."""
-    if isinstance(event, func.EventGridEvent):
-        return event.event_type, event.get_json(), event.subject, event.id
-    return getattr(event, "type", ""), event.data if hasattr(event, "data") else event.get_json(), \
-        getattr(event, "subject", None), getattr(event, "id", None)
+    """(type, data, subject, id) of a func.EventGridEvent (event_type) or a func.CloudEvent (type)."""
+    event_type = getattr(event, "event_type", None) or getattr(event, "type", None) or ""
+    return event_type, event.get_json(), getattr(event, "subject", None), getattr(event, "id", None)
 
 
 @bp.function_name("keyvault_events")

@@ -240,7 +240,7 @@ class RotationEngine:
                 content_type=latest.content_type, tags=tags, not_before=now, expires_on=now + policy.validity,
                 create=True,
             )
-            version = stored.version
+            version = stored.properties.version
             entry.version = version
             await self._step("pending_stored", name)
             await rotator.apply(ctx, pending)
