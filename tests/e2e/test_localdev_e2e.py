@@ -7,6 +7,7 @@ ManagedIdentityCredential over verified HTTPS; then SIGTERM must stop everything
 from __future__ import annotations
 
 import secrets
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -54,3 +55,45 @@ def test_write_through_the_host_read_back_from_the_vault(tmp_path: Path, monkeyp
     assert run.leftover_processes() == []
     assert all(port_is_free(p) for p in ports), ports
     print(f"python -m localdev ready (host.env written) after {run.ready_seconds:.2f}s")
+
+
+def test_host_mode_serves_the_app_against_an_existing_vault(tmp_path: Path, vault, vault_env) -> None:
+    """`python -m localdev host`: no vault of its own; the app uses the one its settings name."""
+    name = f"e2e-host-{secrets.token_hex(4)}"
+    value = f"v-{secrets.token_urlsafe(24)}"
+    run = LocaldevProcess(tmp_path / "state", "host", "--port", "0", extra_env=vault_env)
+    try:
+        host_env = run.wait_ready()
+        assert not (tmp_path / "state" / "vault.env").exists()
+        written = requests.put(f"{host_env['FUNCTIONS_BASE_URL']}/api/secrets/{name}", json={"value": value},
+                               headers={"x-functions-key": host_env["FUNCTIONS_DEFAULT_KEY"]}, timeout=30)
+        assert written.status_code == 201, written.text
+        credential = ManagedIdentityCredential()
+        client = SecretClient(vault.vault_url, credential, connection_verify=vault.ca_bundle,
+                              verify_challenge_resource=False)
+        with client, credential:
+            assert client.get_secret(name).value == value
+    finally:
+        code = run.terminate()
+    assert code == 0, run.output()
+    assert value not in run.output()
+    assert run.leftover_processes() == []
+
+
+def test_vault_events_reach_the_app_through_the_webhook(tmp_path: Path) -> None:
+    """Without --no-events the vault posts SecretNewVersionCreated to keyvault_events, with the system key."""
+    run = LocaldevProcess(tmp_path / "state", "--port", "0", "--vault-port", "0", "--identity-port", "0", "--memory")
+    try:
+        host_env = run.wait_ready()
+        written = requests.put(f"{host_env['FUNCTIONS_BASE_URL']}/api/secrets/e2e-events", timeout=30,
+                               json={"value": secrets.token_urlsafe(16)},
+                               headers={"x-functions-key": host_env["FUNCTIONS_DEFAULT_KEY"]})
+        assert written.status_code == 201, written.text
+        deadline = time.monotonic() + 10
+        delivered = "path=/runtime/webhooks/eventgrid status=202 duration_ms="
+        while delivered not in run.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert delivered in run.output()
+        assert "function=keyvault_events" in run.output()
+    finally:
+        assert run.terminate() == 0, run.output()
