@@ -160,6 +160,7 @@ class VaultApi:
             if fault.latency:
                 await asyncio.sleep(fault.latency)
             if fault.drop:
+                self.stats.dropped += 1
                 if request.transport is not None:
                     request.transport.abort()
                 raise asyncio.CancelledError()  # the connection is gone; nothing more to send

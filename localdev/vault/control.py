@@ -32,6 +32,7 @@ class RequestStats:
         self.operations: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.challenges = 0
+        self.dropped = 0
 
     def record_challenge(self) -> None:
         self.challenges += 1
@@ -49,12 +50,14 @@ class RequestStats:
             "statuses": dict(self.statuses),
             "challenges": self.challenges,
             "total": sum(self.operations.values()),
+            "dropped": self.dropped,
         }
 
     def reset(self) -> None:
         self.operations.clear()
         self.statuses.clear()
         self.challenges = 0
+        self.dropped = 0
 
 
 @dataclass

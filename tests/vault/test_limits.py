@@ -92,6 +92,7 @@ def test_dropped_connection(sync_client, vault_control) -> None:
     vault_control.set_faults("GetSecret", 0, rate=1.0, drop=True)
     with pytest.raises((ServiceRequestError, ServiceResponseError)):
         sync_client.get_secret("dropped", retry_total=0)
+    assert vault_control.stats()["dropped"] == 1
     vault_control.clear_faults()
     assert sync_client.get_secret("dropped").value == "v"
 
