@@ -16,7 +16,7 @@ import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import azure.functions as func
 from azure.functions import _abc as functions_abc  # TraceContext/RetryContext are not re-exported
@@ -147,6 +147,10 @@ class RetryPolicy:
         return self.max_retry_count < 0 or retry_count <= self.max_retry_count
 
 
+class FunctionTimeout(TimeoutError):
+    """The invocation ran longer than host.json's functionTimeout."""
+
+
 def _where(exc: BaseException) -> str:
     """file:line of the innermost frame: enough to find the bug, without the message (it may carry data)."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -172,8 +176,11 @@ class InvocationResult:
 class Invoker:
     """Runs functions on the host loop or in the thread pool and logs one line per invocation."""
 
-    def __init__(self, function_directory: str, max_workers: int | None = None) -> None:
+    def __init__(self, function_directory: str, max_workers: int | None = None,
+                 timeout_seconds: float | None = None) -> None:
         self._directory = function_directory
+        # host.json functionTimeout: the invocation fails after it (a sync function's thread runs on).
+        self._timeout = timeout_seconds
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="localdev-fn")
 
     def close(self) -> None:
@@ -188,10 +195,16 @@ class Invoker:
         if function.wants_context:
             kwargs["context"] = context
         if function.is_async:
-            return await function.user_function(**kwargs)
-        loop = asyncio.get_running_loop()
-        call: Callable[[], Any] = functools.partial(function.user_function, **kwargs)
-        return await loop.run_in_executor(self._pool, call)
+            running: Awaitable[Any] = function.user_function(**kwargs)
+        else:
+            call: Callable[[], Any] = functools.partial(function.user_function, **kwargs)
+            running = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        if self._timeout is None:
+            return await running
+        try:
+            return await asyncio.wait_for(running, self._timeout)
+        except asyncio.TimeoutError:
+            raise FunctionTimeout(f"functionTimeout of {self._timeout:g}s exceeded") from None
 
     async def invoke(self, function: RegisteredFunction, make_trigger_value: Callable[[], Any],
                      invocation_id: str | None = None, retry: bool = False) -> InvocationResult:

@@ -81,7 +81,8 @@ async def start_host(config: HostConfig) -> RunningHost:
     registry = load_registry(app_dir / config.script_file)
     state_dir = config.state_dir if config.state_dir.is_absolute() else app_dir / config.state_dir
     keys = HostKeys.load_or_create(state_dir)
-    invoker = Invoker(str(app_dir), max_workers=int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "0")) or None)
+    invoker = Invoker(str(app_dir), max_workers=int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "0")) or None,
+                      timeout_seconds=host_json.function_timeout_seconds)
     timers = TimerService([f for f in registry.functions.values() if f.trigger_type == TIMER_TRIGGER],
                           invoker, os.environ, state_dir)
     function_host = FunctionHost(registry, keys, invoker, timers, host_json.route_prefix, config.auth)

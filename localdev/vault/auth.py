@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import errors
+from .statedir import write_private
 
 TENANT_ID = "7b3e9f2a-4c1d-4e8b-9a6f-2d5c8e1b0a47"  # a GUID, so the SDK's challenge parser gets a real tenant
 VAULT_RESOURCE = "https://vault.azure.net"
@@ -155,16 +155,10 @@ class TokenAuthority:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
             if isinstance(key, rsa.RSAPrivateKey):
                 return key
-        path.parent.mkdir(parents=True, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(
+        write_private(path, key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        os.replace(tmp, path)
+        ))
         return key
 
     def find(self, *, client_id: str | None = None, object_id: str | None = None,

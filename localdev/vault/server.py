@@ -26,6 +26,7 @@ from .control import ControlApi, FaultPlan, RequestStats
 from .events import EventPublisher
 from .identity import TOKEN_PATH, IdentityEndpoint
 from .limits import Throttle, ThrottleSettings
+from .statedir import write_public
 from .store import BackupSealer, MemoryPersistence, Persistence, SoftDeletePolicy, SqlitePersistence, VaultStore
 from .tls import TlsFiles, ensure_certificates
 
@@ -261,10 +262,7 @@ async def start_vault(config: VaultConfig) -> RunningVault:
         _lock=lock,
     )
     if config.write_env_file:
-        env_file = state_dir / "vault.env"
-        tmp = env_file.with_suffix(".tmp")
-        tmp.write_text(running.env_text())
-        os.replace(tmp, env_file)
+        write_public(state_dir / "vault.env", running.env_text().encode())
     running.started_seconds = time.perf_counter() - began
     return running
 

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Protocol
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import errors
+from .statedir import write_private
 
 NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 MAX_VALUE_BYTES = 25_600
@@ -250,11 +251,8 @@ class BackupSealer:
     def load_or_create_key(path: Path) -> bytes:
         if path.exists() and len(path.read_bytes()) == 32:
             return path.read_bytes()
-        path.parent.mkdir(parents=True, exist_ok=True)
         key = AESGCM.generate_key(bit_length=256)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
+        write_private(path, key)
         return key
 
     def seal(self, document: dict[str, object]) -> bytes:

@@ -206,3 +206,10 @@ async def test_route_prefix_from_host_json_and_app_setting(host_factory, http, c
 async def test_module_state_is_the_apps(host) -> None:
     module = app_module(host)
     assert hasattr(module, "CONSTRAINT_ROUTES")
+
+
+async def test_function_timeout_from_host_json(host, http, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="localdev.host")
+    async with http.get(f"{host.base_url}/api/slow") as resp:
+        assert resp.status == 500
+    assert "function=slow" in caplog.text and "error=FunctionTimeout" in caplog.text

@@ -111,9 +111,12 @@ async def test_real_function_app_parity(host_factory_for_repo) -> None:
 
 @pytest.fixture
 async def host_factory_for_repo(tmp_path, clean_environ):
-    """The real app at the repo root, settings from local.settings.json(.example), no vault needed to serve."""
+    """The real app at the repo root; no vault needed to serve. Parity compares declared schedules
+    (`%ROTATION_SCHEDULE%`), so the settings get fixed values here; test_app_settings checks the real ones."""
     from localdev.host import HostConfig, start_host
 
+    clean_environ["ROTATION_SCHEDULE"] = "0 0 0 1 1 *"
+    clean_environ["CLEANUP_SCHEDULE"] = "0 0 0 1 1 *"
     started = []
 
     async def start():

@@ -150,3 +150,10 @@ def _constraint_echo(name: str, route: str) -> None:
 
 for _name, _route in CONSTRAINT_ROUTES.items():
     _constraint_echo(_name, _route)
+
+
+@app.route(route="slow", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def slow(req: func.HttpRequest) -> str:
+    """Outlives host.json's functionTimeout (0.5 s)."""
+    await asyncio.sleep(30)
+    return "never"
