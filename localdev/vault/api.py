@@ -10,7 +10,6 @@ import asyncio
 import base64
 import binascii
 import json
-import logging
 import uuid
 from typing import Any, Awaitable, Callable
 
@@ -22,7 +21,6 @@ from .control import FaultPlan, RequestStats
 from .limits import Throttle
 from .store import SecretAttributesInput, SecretRecord, SecretVersion, VaultStore, decode_marker, encode_marker
 
-_log = logging.getLogger("localdev.vault")
 
 STABLE_API_VERSIONS = ("2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01", "2026-04-01")
 PREVIEW_API_VERSIONS = ("7.6-preview.2", "2025-06-01-preview", "2026-01-01-preview", "2026-03-01-preview")
