@@ -260,7 +260,8 @@ def _schemas() -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     metadata = _ref("SecretMetadata")
-    bool_query = {"type": "string", "enum": ["true", "false", "1", "0"]}
+    bool_query = {"type": "string", "enum": ["true", "false", "1", "0", ""],
+                  "description": "Empty means false."}
     return {
         "/api/secrets": {
             "get": {
