@@ -274,7 +274,7 @@ async def write(request: SecretWrite, *, caller: str | None = None) -> WriteResu
         entry.details.update(generated=generated, recovered=recovered)
         if current is not None and not generated and _is_identical(current, desired):
             entry.version = current.metadata.version
-            entry.details["newVersion"] = False
+            entry.details.update(newVersion=False, created=False)
             return WriteResult(current.metadata, created=False, new_version=False, recovered=recovered)
         # 409 deleted-but-recoverable surfaces as SecretDeletedButRecoverable, telling how to recover.
         secret: KeyVaultSecret = await _vault(
