@@ -1,0 +1,22 @@
+"""The project's local.settings.json.example supplies the timers' schedules (the host invents none)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from localdev.host.appsettings import read_local_settings
+from localdev.host.timers import NCrontab
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_example_settings_supply_production_sensible_schedules(tmp_path: Path) -> None:
+    shutil.copy(REPO / "local.settings.json.example", tmp_path / "local.settings.json.example")
+    values, _ = read_local_settings(tmp_path)
+    for setting in ("ROTATION_SCHEDULE", "CLEANUP_SCHEDULE"):
+        assert setting in values, f"local.settings.json.example must set {setting}"
+        crontab = NCrontab(values[setting], setting)
+        first = crontab.next_after(datetime.now(timezone.utc))
+        assert (crontab.next_after(first) - first).total_seconds() >= 60, f"{setting} fires more than once a minute"
