@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import logging
 import os
 import sys
@@ -111,8 +112,6 @@ def _is_disabled(name: str, environ: Mapping[str, str]) -> bool:
 
 
 def _describe(function: Any, environ: Mapping[str, str]) -> RegisteredFunction:
-    import json
-
     name = function.get_function_name()
     trigger = function.get_trigger()
     if trigger is None:

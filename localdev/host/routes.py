@@ -179,16 +179,10 @@ def _split_constraints(text: str) -> tuple[str, list[tuple[str, str | None]], st
             j += 1
         cname = rest[1:j]
         if j < len(rest) and rest[j] == "(":
-            # The argument ends at the last ')' that is followed by ':', '=', '?' or the end.
-            end = -1
-            for k in range(j + 1, len(rest)):
-                if rest[k] == ")" and (k + 1 == len(rest) or rest[k + 1] in ":=?"):
-                    end = k
-                    nxt = rest[k + 1 : k + 2]
-                    if nxt in ("", ":", "="):
-                        break
-                    if nxt == "?" and k + 2 == len(rest):
-                        break
+            # The argument ends at the first ')' followed by ':', '=', the end, or a final '?';
+            # a regex may hold other ')' (e.g. `regex(^(a|b)$)`).
+            end = next((k for k in range(j + 1, len(rest)) if rest[k] == ")" and
+                        (rest[k + 1:k + 2] in ("", ":", "=") or rest[k + 1:] == "?")), -1)
             if end < 0:
                 raise RouteTemplateError(f"unbalanced parentheses in constraint {cname!r}")
             constraints.append((cname, rest[j + 1 : end]))

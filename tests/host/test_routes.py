@@ -93,3 +93,11 @@ async def test_constraints_through_the_host(host_factory, http) -> None:
             assert resp.status == status, path
     async with http.get(running.base_url + "/api/c/files/a/b%20c.txt") as resp:
         assert await resp.json() == {"path": "a/b c.txt"}
+
+
+def test_regex_with_groups_and_chained_constraints() -> None:
+    grouped = compile_route("v/{kind:regex(^(red|blue)$)}")
+    assert grouped.match("v/red") == {"kind": "red"} and grouped.match("v/green") is None
+    chained = compile_route("w/{code:regex(^[a-z]+$):length(3)?}")
+    assert chained.match("w/abc") == {"code": "abc"} and chained.match("w/abcd") is None
+    assert chained.match("w") == {}
