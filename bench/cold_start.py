@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,8 @@ from blueprints.secrets_http import put_secret
 from shared.keyvault import close_secret_client
 
 async def main():
-    request = func.HttpRequest("PUT", "http://localhost/api/secrets/bench-cold", route_params={"name": "bench-cold"},
+    request = func.HttpRequest("PUT", "http://localhost/api/secrets/bench-cold",
+                               route_params={"name": "bench-cold"},
                                headers={"content-type": "application/json"},
                                body=json.dumps({"value": secrets.token_urlsafe(24)}).encode())
     response = await put_secret(request)
@@ -67,8 +67,9 @@ asyncio.run(main())
 def first_write_seconds(code: str, env: dict[str, str]) -> float:
     """Seconds from process start to the child's first output line, which it prints after its write."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert process.stdout is not None
     line = process.stdout.readline().decode().strip()
     elapsed = time.perf_counter() - started
@@ -94,19 +95,35 @@ def main() -> None:
                 pair = [(app, APP_CHILD), (sdk, SDK_CHILD)]
                 for sink, code in pair if run % 2 == 0 else reversed(pair):
                     sink.append(first_write_seconds(code, env))
-                print(f"  run {run + 1}/{args.runs}: app {app[-1] * 1000:.0f} ms, sdk {sdk[-1] * 1000:.0f} ms",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  run {run + 1}/{args.runs}: app {app[-1] * 1000:.0f} ms, sdk {sdk[-1] * 1000:.0f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
         finally:
             emulator.stop()
     app_median, sdk_median = statistics.median(app), statistics.median(sdk)
     ratio = app_median / sdk_median
     print(f"Cold start, process start → first successful write ({args.runs} runs each)")
-    print(f"  app (import function_app + PUT)  median={app_median * 1000:7.1f} ms  min={min(app) * 1000:7.1f} ms")
-    print(f"  bare SDK script (set_secret)     median={sdk_median * 1000:7.1f} ms  min={min(sdk) * 1000:7.1f} ms")
+    print(
+        f"  app (import function_app + PUT)  median={app_median * 1000:7.1f} ms"
+        f"  min={min(app) * 1000:7.1f} ms"
+    )
+    print(
+        f"  bare SDK script (set_secret)     median={sdk_median * 1000:7.1f} ms"
+        f"  min={min(sdk) * 1000:7.1f} ms"
+    )
     verdict = "meets" if ratio <= GOAL_RATIO else "misses"
     print(f"  ratio of medians: {ratio:.2f}x ({verdict} the {GOAL_RATIO}x goal)")
-    print(json.dumps({"app_ms": round(app_median * 1000, 1), "sdk_ms": round(sdk_median * 1000, 1),
-                      "ratio": round(ratio, 3)}))
+    print(
+        json.dumps(
+            {
+                "app_ms": round(app_median * 1000, 1),
+                "sdk_ms": round(sdk_median * 1000, 1),
+                "ratio": round(ratio, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,12 @@ if str(REPO) not in sys.path:
 
 GOAL_RATIO = 1.15
 # Timers exist in the app but must not fire during a measurement: schedule them once a year.
-BENCH_SETTINGS = {"SECRETS_NAME_PREFIX": "bench-", "KEY_VAULT_RETRY_TOTAL": "2",
-                  "ROTATION_SCHEDULE": "0 0 0 1 1 *", "CLEANUP_SCHEDULE": "0 0 0 1 1 *"}
+BENCH_SETTINGS = {
+    "SECRETS_NAME_PREFIX": "bench-",
+    "KEY_VAULT_RETRY_TOTAL": "2",
+    "ROTATION_SCHEDULE": "0 0 0 1 1 *",
+    "CLEANUP_SCHEDULE": "0 0 0 1 1 *",
+}
 
 
 @dataclass
@@ -49,11 +53,15 @@ class Timings:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else float("nan")
 
     def line(self, baseline: "Timings | None" = None) -> str:
-        text = f"{self.label:<16} n={len(self.seconds):>4}  p50={self.percentile(0.5):7.2f} ms  " \
-               f"p99={self.percentile(0.99):7.2f} ms"
+        text = (
+            f"{self.label:<16} n={len(self.seconds):>4}  p50={self.percentile(0.5):7.2f} ms  "
+            f"p99={self.percentile(0.99):7.2f} ms"
+        )
         if baseline is not None and baseline is not self:
-            text += f"  p50 ratio={self.percentile(0.5) / baseline.percentile(0.5):5.2f}x" \
-                    f"  p99 ratio={self.percentile(0.99) / baseline.percentile(0.99):5.2f}x"
+            text += (
+                f"  p50 ratio={self.percentile(0.5) / baseline.percentile(0.5):5.2f}x"
+                f"  p99 ratio={self.percentile(0.99) / baseline.percentile(0.99):5.2f}x"
+            )
         return text
 
 
@@ -63,15 +71,31 @@ class EmulatorProcess:
     def __init__(self, state_dir: Path) -> None:
         env_file = state_dir / "vault.env"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "localdev.vault", "--port", "0", "--identity-port", "0", "--memory",
-             "--state-dir", str(state_dir), "--log-level", "WARNING"],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "localdev.vault",
+                "--port",
+                "0",
+                "--identity-port",
+                "0",
+                "--memory",
+                "--state-dir",
+                str(state_dir),
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         while not env_file.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise SystemExit("the local vault did not start; run `python -m localdev.vault --port 0` to see why")
+                raise SystemExit(
+                    "the local vault did not start; run `python -m localdev.vault --port 0` to see why"
+                )
             time.sleep(0.05)
         self.env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
 
@@ -87,7 +111,11 @@ class EmulatorProcess:
 
 def app_environment(vault_env: dict[str, str]) -> dict[str, str]:
     """What the app needs to run against the emulator (and nothing a developer's shell may have set)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEY_VAULT_", "IDENTITY_", "AZURE_CLIENT_ID"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KEY_VAULT_", "IDENTITY_", "AZURE_CLIENT_ID"))
+    }
     env.update(vault_env)
     env.update(BENCH_SETTINGS)
     return env
@@ -99,8 +127,12 @@ def direct_client(env: dict[str, str]) -> tuple[Any, Any]:
     from azure.keyvault.secrets.aio import SecretClient
 
     credential = ManagedIdentityCredential()
-    client = SecretClient(env["KEY_VAULT_URL"], credential, connection_verify=env["KEY_VAULT_CA_BUNDLE"],
-                          verify_challenge_resource=False)
+    client = SecretClient(
+        env["KEY_VAULT_URL"],
+        credential,
+        connection_verify=env["KEY_VAULT_CA_BUNDLE"],
+        verify_challenge_resource=False,
+    )
     return client, credential
 
 
@@ -138,9 +170,13 @@ async def measure(client: Any, writes: int, warmup: int, with_host: bool) -> lis
         await client.set_secret("bench-direct2", value())
 
     async def app_in_process() -> None:
-        request = func.HttpRequest("PUT", "http://localhost/api/secrets/bench-app",
-                                   headers={"content-type": "application/json"}, route_params={"name": "bench-app"},
-                                   body=json.dumps({"value": value()}).encode())
+        request = func.HttpRequest(
+            "PUT",
+            "http://localhost/api/secrets/bench-app",
+            headers={"content-type": "application/json"},
+            route_params={"name": "bench-app"},
+            body=json.dumps({"value": value()}).encode(),
+        )
         response = await put_secret(request)
         if response.status_code not in (200, 201):
             raise SystemExit(f"the app answered {response.status_code}: {response.get_body()[:300]!r}")
@@ -188,7 +224,9 @@ async def measure(client: Any, writes: int, warmup: int, with_host: bool) -> lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--writes", type=int, default=300, help="measured rounds (each target once per round)")
+    parser.add_argument(
+        "--writes", type=int, default=300, help="measured rounds (each target once per round)"
+    )
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--no-host", action="store_true", help="skip the over-HTTP measurement")
     args = parser.parse_args()
@@ -210,8 +248,10 @@ def main() -> None:
         ratio = timings.percentile(0.5) / direct.percentile(0.5)
         verdict = "meets" if ratio <= GOAL_RATIO else "misses"
         own = timings.percentile(0.5) / direct_get_set.percentile(0.5)
-        print(f"  {timings.label}: p50 {ratio:.2f}x direct set ({verdict} the {GOAL_RATIO}x goal); "
-              f"{own:.2f}x the same two vault calls made directly")
+        print(
+            f"  {timings.label}: p50 {ratio:.2f}x direct set ({verdict} the {GOAL_RATIO}x goal); "
+            f"{own:.2f}x the same two vault calls made directly"
+        )
 
 
 if __name__ == "__main__":

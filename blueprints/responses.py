@@ -57,8 +57,12 @@ def answers_json(handler: HttpFunction) -> HttpFunction:
             where = "".join(traceback.format_tb(error.__traceback__))
             _log.error("unexpected %s in %s\n%s", type(error).__name__, handler.__name__, where)
             return json_response(
-                {"error": {"code": "InternalError", "message": "Unexpected error; it was logged. Retry, "
-                           "and report it if it persists."}},
+                {
+                    "error": {
+                        "code": "InternalError",
+                        "message": "Unexpected error; it was logged. Retry, and report it if it persists.",
+                    }
+                },
                 500,
             )
 

@@ -21,8 +21,20 @@ from .validation import (
 
 # Mirrors shared.rotation's enums (tests/app/test_meta.py checks they agree).
 ROTATION_STATUSES = ["UpToDate", "Due", "Expired", "PendingRecovery", "Disabled", "Error"]
-ROTATION_OUTCOMES = ["Rotated", "Resumed", "NotDue", "AlreadyRotated", "Stale", "Skipped", "NotManaged", "NotFound",
-                     "WouldRotate", "WouldResume", "Deferred", "Failed"]
+ROTATION_OUTCOMES = [
+    "Rotated",
+    "Resumed",
+    "NotDue",
+    "AlreadyRotated",
+    "Stale",
+    "Skipped",
+    "NotManaged",
+    "NotFound",
+    "WouldRotate",
+    "WouldResume",
+    "Deferred",
+    "Failed",
+]
 
 _NAME_PARAM = {
     "name": "name",
@@ -38,7 +50,10 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
     if headers:
         response["headers"] = headers
     return response
@@ -51,7 +66,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         403: "Out of scope: the name lacks SECRETS_NAME_PREFIX, or the secret is not owned by this app.",
         404: "Secret not found.",
         409: "Conflict: deleted but recoverable (recover it, or write with ?recover=true), or being "
-             "deleted/recovered, or the current version is disabled.",
+        "deleted/recovered, or the current version is disabled.",
         413: "The value is larger than 25,600 bytes (UTF-8), or the body is larger than 256 KiB.",
         415: "The body was not sent as Content-Type: application/json.",
         500: "The app is misconfigured (ConfigurationError names the setting) or hit a bug.",
@@ -59,8 +74,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
         503: "Key Vault is throttling; retry after Retry-After seconds.",
         504: "Key Vault did not answer in time (KEY_VAULT_TIMEOUT_SECONDS).",
     }
-    retry_after = {"Retry-After": {"description": "Seconds to wait before retrying.",
-                                   "schema": {"type": "integer", "minimum": 1}}}
+    retry_after = {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
     return {
         str(status): _json(_ref("Error"), meaning[status], retry_after if status == 503 else None)
         for status in statuses
@@ -78,7 +97,7 @@ def _schemas() -> dict[str, Any]:
         "propertyNames": {"minLength": 1, "maxLength": MAX_TAG_NAME},
         "additionalProperties": {"type": "string", "maxLength": MAX_TAG_VALUE},
         "description": f"At most {MAX_TAGS} tags including the app's ownership tag (SECRETS_OWNER_TAG); "
-                       "omitted on a write: the current version's tags are kept.",
+        "omitted on a write: the current version's tags are kept.",
     }
     alphabets = "; ".join(f"`{k}`: {v}" for k, v in generator.ALPHABET_DESCRIPTIONS.items())
     return {
@@ -101,44 +120,82 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "additionalProperties": False,
             "description": "Let the app draw the value with Python's `secrets` module. Alphabets (all safe "
-                           f"inside connection strings and URLs): {alphabets}.",
+            f"inside connection strings and URLs): {alphabets}.",
             "properties": {
-                "length": {"type": "integer", "minimum": generator.MIN_LENGTH, "maximum": generator.MAX_LENGTH,
-                           "default": generator.DEFAULT_LENGTH},
-                "alphabet": {"type": "string", "enum": list(generator.ALPHABETS),
-                             "default": generator.DEFAULT_ALPHABET},
+                "length": {
+                    "type": "integer",
+                    "minimum": generator.MIN_LENGTH,
+                    "maximum": generator.MAX_LENGTH,
+                    "default": generator.DEFAULT_LENGTH,
+                },
+                "alphabet": {
+                    "type": "string",
+                    "enum": list(generator.ALPHABETS),
+                    "default": generator.DEFAULT_ALPHABET,
+                },
             },
         },
         "SecretWrite": {
             "type": "object",
             "additionalProperties": False,
             "description": "Exactly one of `value` or `generate`. Repeating an identical write (same value, "
-                           "contentType, tags, enabled, notBefore, expiresOn) creates no version.",
+            "contentType, tags, enabled, notBefore, expiresOn) creates no version.",
             "properties": {
-                "value": {"type": "string", "minLength": 1,
-                          "description": f"At most {MAX_VALUE_BYTES} bytes UTF-8. Never returned or logged."},
+                "value": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": f"At most {MAX_VALUE_BYTES} bytes UTF-8. Never returned or logged.",
+                },
                 "generate": _ref("Generate"),
-                "contentType": {"type": "string", "maxLength": MAX_CONTENT_TYPE,
-                                "description": "Omitted: kept from the current version; \"\" clears it."},
+                "contentType": {
+                    "type": "string",
+                    "maxLength": MAX_CONTENT_TYPE,
+                    "description": 'Omitted: kept from the current version; "" clears it.',
+                },
                 "tags": tags,
-                "notBefore": {"type": "string", "format": "date-time",
-                              "description": "RFC 3339 with a time zone; must be before expiresOn."},
-                "expiresOn": {"type": "string", "format": "date-time", "description": "RFC 3339 with a time zone."},
+                "notBefore": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "RFC 3339 with a time zone; must be before expiresOn.",
+                },
+                "expiresOn": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "RFC 3339 with a time zone.",
+                },
                 "enabled": {"type": "boolean", "default": True},
-                "recover": {"type": "boolean", "default": False,
-                            "description": "Recover a deleted-but-recoverable secret of this name, then write."},
+                "recover": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Recover a deleted-but-recoverable secret of this name, then write.",
+                },
             },
-            "oneOf": [{"required": ["value"], "not": {"required": ["generate"]}},
-                      {"required": ["generate"], "not": {"required": ["value"]}}],
+            "oneOf": [
+                {"required": ["value"], "not": {"required": ["generate"]}},
+                {"required": ["generate"], "not": {"required": ["value"]}},
+            ],
         },
         "SecretMetadata": {
             "type": "object",
             "description": "A secret version's metadata; never its value.",
-            "required": ["name", "version", "id", "contentType", "tags", "enabled", "notBefore", "expiresOn",
-                         "createdOn", "updatedOn"],
+            "required": [
+                "name",
+                "version",
+                "id",
+                "contentType",
+                "tags",
+                "enabled",
+                "notBefore",
+                "expiresOn",
+                "createdOn",
+                "updatedOn",
+            ],
             "properties": {
                 "name": {"type": "string"},
-                "version": {"type": ["string", "null"], "description": "null in list items (current version)."},
+                "version": {
+                    "type": ["string", "null"],
+                    "description": "null in list items (current version).",
+                },
                 "id": {"type": ["string", "null"], "format": "uri"},
                 "contentType": {"type": ["string", "null"]},
                 "tags": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -152,9 +209,16 @@ def _schemas() -> dict[str, Any]:
         "SecretDetails": {
             "allOf": [
                 _ref("SecretMetadata"),
-                {"type": "object", "properties": {
-                    "versions": {"type": "array", "items": _ref("SecretMetadata"),
-                                 "description": "Every version, newest first (only with ?versions=true)."}}},
+                {
+                    "type": "object",
+                    "properties": {
+                        "versions": {
+                            "type": "array",
+                            "items": _ref("SecretMetadata"),
+                            "description": "Every version, newest first (only with ?versions=true).",
+                        }
+                    },
+                },
             ]
         },
         "SecretList": {
@@ -162,9 +226,11 @@ def _schemas() -> dict[str, Any]:
             "required": ["value", "continuationToken"],
             "properties": {
                 "value": {"type": "array", "items": _ref("SecretMetadata")},
-                "continuationToken": {"type": ["string", "null"],
-                                      "description": "Pass back to get the next page; null on the last page. A "
-                                                     "page can be short (even empty) and still have a token."},
+                "continuationToken": {
+                    "type": ["string", "null"],
+                    "description": "Pass back to get the next page; null on the last page. A "
+                    "page can be short (even empty) and still have a token.",
+                },
             },
         },
         "DeletedSecret": {
@@ -185,8 +251,10 @@ def _schemas() -> dict[str, Any]:
                 "status": {"type": "string", "enum": ["alive", "ready", "notReady"]},
                 "vaultUrl": {"type": ["string", "null"]},
                 "durationMs": {"type": "number"},
-                "error": {"type": "object", "properties": {"code": {"type": "string"},
-                                                           "message": {"type": "string"}}},
+                "error": {
+                    "type": "object",
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                },
             },
         },
         "RotationResult": {
@@ -224,31 +292,42 @@ def _schemas() -> dict[str, Any]:
                 "transactions": {"type": "integer"},
                 "remaining": {"type": "integer"},
                 "errors": {"type": "array", "items": {"type": "object"}},
-                "secrets": {"type": "array", "items": {"type": "object"},
-                            "description": "Per-secret detail (plan only)."},
+                "secrets": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": "Per-secret detail (plan only).",
+                },
             },
         },
         "RotationPlan": {
             "type": "object",
             "description": "What the next rotation and cleanup would do, per managed secret, without reading "
-                           "any value; and the last real runs' summaries.",
+            "any value; and the last real runs' summaries.",
             "required": ["rotation", "cleanup", "lastRuns"],
             "properties": {
                 "rotation": {
                     "allOf": [
                         _ref("SweepSummary"),
-                        {"type": "object", "properties": {"secrets": {"type": "array", "items": {
+                        {
                             "type": "object",
-                            "required": ["name", "status", "reason"],
                             "properties": {
-                                "name": {"type": "string"},
-                                "status": {"type": "string", "enum": ROTATION_STATUSES},
-                                "reason": {"type": "string"},
-                                "expiresOn": {"type": "string", "format": "date-time"},
-                                "dueOn": {"type": "string", "format": "date-time"},
-                                "action": {"type": "string", "enum": ROTATION_OUTCOMES},
+                                "secrets": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["name", "status", "reason"],
+                                        "properties": {
+                                            "name": {"type": "string"},
+                                            "status": {"type": "string", "enum": ROTATION_STATUSES},
+                                            "reason": {"type": "string"},
+                                            "expiresOn": {"type": "string", "format": "date-time"},
+                                            "dueOn": {"type": "string", "format": "date-time"},
+                                            "action": {"type": "string", "enum": ROTATION_OUTCOMES},
+                                        },
+                                    },
+                                }
                             },
-                        }}}},
+                        },
                     ]
                 },
                 "cleanup": _ref("SweepSummary"),
@@ -260,20 +339,28 @@ def _schemas() -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     metadata = _ref("SecretMetadata")
-    bool_query = {"type": "string", "enum": ["true", "false", "1", "0", ""],
-                  "description": "Empty means false."}
+    bool_query = {
+        "type": "string",
+        "enum": ["true", "false", "1", "0", ""],
+        "description": "Empty means false.",
+    }
     return {
         "/api/secrets": {
             "get": {
                 "operationId": "listSecrets",
-                "summary": "List the metadata of secrets under SECRETS_NAME_PREFIX, one vault page at a time.",
+                "summary": "List metadata of secrets under SECRETS_NAME_PREFIX, one vault page at a time.",
                 "parameters": [
-                    {"name": "maxresults", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                                      "maximum": MAX_RESULTS}},
+                    {
+                        "name": "maxresults",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RESULTS},
+                    },
                     {"name": "continuationToken", "in": "query", "schema": {"type": "string"}},
                 ],
-                "responses": {"200": _json(_ref("SecretList"), "A page of metadata."),
-                              **_errors(400, *_VAULT_ERRORS)},
+                "responses": {
+                    "200": _json(_ref("SecretList"), "A page of metadata."),
+                    **_errors(400, *_VAULT_ERRORS),
+                },
             }
         },
         "/api/secrets/{name}": {
@@ -281,13 +368,23 @@ def _paths() -> dict[str, Any]:
             "put": {
                 "operationId": "putSecret",
                 "summary": "Create a secret or add a version; identical repeats create nothing.",
-                "parameters": [{"name": "recover", "in": "query", "schema": bool_query,
-                                "description": "Recover a deleted-but-recoverable secret first."}],
-                "requestBody": {"required": True,
-                                "content": {"application/json": {"schema": _ref("SecretWrite")}}},
+                "parameters": [
+                    {
+                        "name": "recover",
+                        "in": "query",
+                        "schema": bool_query,
+                        "description": "Recover a deleted-but-recoverable secret first.",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("SecretWrite")}},
+                },
                 "responses": {
                     "201": _json(metadata, "Created: the name was new."),
-                    "200": _json(metadata, "A version was added, or the write was identical (no new version)."),
+                    "200": _json(
+                        metadata, "A version was added, or the write was identical (no new version)."
+                    ),
                     **_errors(400, 403, 409, 413, 415, *_VAULT_ERRORS),
                 },
             },
@@ -295,14 +392,18 @@ def _paths() -> dict[str, Any]:
                 "operationId": "getSecret",
                 "summary": "Metadata of the current version (and of all versions with ?versions=true).",
                 "parameters": [{"name": "versions", "in": "query", "schema": bool_query}],
-                "responses": {"200": _json(_ref("SecretDetails"), "The metadata."),
-                              **_errors(400, 403, 404, 409, *_VAULT_ERRORS)},
+                "responses": {
+                    "200": _json(_ref("SecretDetails"), "The metadata."),
+                    **_errors(400, 403, 404, 409, *_VAULT_ERRORS),
+                },
             },
             "delete": {
                 "operationId": "deleteSecret",
                 "summary": "Soft-delete an owned secret (all versions); it stays recoverable until purged.",
-                "responses": {"200": _json(_ref("DeletedSecret"), "Deleted; recoverable."),
-                              **_errors(400, 403, 404, 409, *_VAULT_ERRORS)},
+                "responses": {
+                    "200": _json(_ref("DeletedSecret"), "Deleted; recoverable."),
+                    **_errors(400, 403, 404, 409, *_VAULT_ERRORS),
+                },
             },
         },
         "/api/secrets/{name}/recover": {
@@ -310,8 +411,10 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "operationId": "recoverSecret",
                 "summary": "Recover a deleted-but-recoverable secret.",
-                "responses": {"200": _json(metadata, "Recovered; the current version's metadata."),
-                              **_errors(400, 403, 404, 409, *_VAULT_ERRORS)},
+                "responses": {
+                    "200": _json(metadata, "Recovered; the current version's metadata."),
+                    **_errors(400, 403, 404, 409, *_VAULT_ERRORS),
+                },
             },
         },
         "/api/secrets/{name}/rotate": {
@@ -320,15 +423,17 @@ def _paths() -> dict[str, Any]:
                 "operationId": "rotateSecret",
                 "summary": "Rotate one secret now (a new generated version); ?dryRun=true only reports.",
                 "parameters": [{"name": "dryRun", "in": "query", "schema": bool_query}],
-                "responses": {"200": _json(_ref("RotationResult"), "The rotation result."),
-                              **_errors(400, 403, 404, 409, *_VAULT_ERRORS)},
+                "responses": {
+                    "200": _json(_ref("RotationResult"), "The rotation result."),
+                    **_errors(400, 403, 404, 409, *_VAULT_ERRORS),
+                },
             },
         },
         "/api/rotation/plan": {
             "get": {
                 "operationId": "getRotationPlan",
-                "summary": "Rotation status of every managed secret (UpToDate, Due, Expired, PendingRecovery, "
-                           "Disabled, Error, each with a reason), the cleanup plan, and the last runs.",
+                "summary": "Rotation status of every managed secret (UpToDate, Due, Expired, "
+                "PendingRecovery, Disabled, Error, each with a reason), the cleanup plan, and the last runs.",
                 "responses": {"200": _json(_ref("RotationPlan"), "The plan."), **_errors(*_VAULT_ERRORS)},
             }
         },
@@ -350,8 +455,12 @@ def _paths() -> dict[str, Any]:
                 "operationId": "openapi",
                 "summary": "This document.",
                 "security": [],
-                "responses": {"200": {"description": "OpenAPI 3.1 document.",
-                                      "content": {"application/json": {"schema": {"type": "object"}}}}},
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1 document.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
             }
         },
     }
@@ -364,8 +473,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "Key Vault secrets functions",
             "version": "1.0.0",
-            "description": "Write, inspect, delete, recover and rotate Azure Key Vault secrets through an Azure "
-                           "Functions app on managed identity. Values go in, never out.",
+            "description": "Write, inspect, delete, recover and rotate Azure Key Vault secrets through an "
+            "Azure Functions app on managed identity. Values go in, never out.",
         },
         "servers": [{"url": "/"}],
         "security": [{"functionKey": []}, {"functionKeyQuery": []}],

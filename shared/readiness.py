@@ -35,7 +35,9 @@ async def probe_vault() -> Readiness:
     try:
         settings = get_settings()
     except SettingsError as exc:
-        return Readiness(False, None, elapsed(), "ConfigurationError", f"{exc}. Fix the app setting and restart.")
+        return Readiness(
+            False, None, elapsed(), "ConfigurationError", f"{exc}. Fix the app setting and restart."
+        )
     try:
         client = await get_secret_client()
         pages = client.list_properties_of_secrets(max_page_size=1).by_page()

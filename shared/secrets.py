@@ -326,7 +326,8 @@ def _decode_token(token: str, settings: Settings) -> str:
             raise ValueError("empty continuation token")
     except (ValueError, UnicodeError, binascii.Error):
         raise InvalidRequest(
-            "continuationToken is not one this API returned; start again without it.", field="continuationToken"
+            "continuationToken is not one this API returned; start again without it.",
+            field="continuationToken",
         ) from None
     # Rebuilt on the configured vault URL: the bearer token only ever goes to our vault.
     return f"{settings.vault_url}/secrets?{urlencode(pairs)}"
@@ -343,7 +344,9 @@ async def list_page(query: ListQuery) -> SecretPage:
     client = await get_secret_client()
 
     async def first_page() -> SecretPage:
-        pages = client.list_properties_of_secrets(max_page_size=query.max_results).by_page(continuation_token=link)
+        pages = client.list_properties_of_secrets(max_page_size=query.max_results).by_page(
+            continuation_token=link
+        )
         items: list[SecretMetadata] = []
         try:
             page = await pages.__anext__()

@@ -24,7 +24,9 @@ MAX_CONTENT_TYPE = 255
 MAX_RESULTS = 25
 MAX_BODY_BYTES = 256 * 1024  # a 25,600-byte value JSON-escaped (\u0001 is 6 bytes) + 15 tags fits
 MAX_CONTINUATION_TOKEN = 4096
-_RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+_RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _YEAR_10000 = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 _MAX_RESULTS_PARAM = re.compile(r"^[0-9]{1,3}$")
@@ -65,7 +67,8 @@ class ListQuery:
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise InvalidRequest(
-            "Secret names are 1-127 characters of letters, digits and dashes (Key Vault's rule).", field="name"
+            "Secret names are 1-127 characters of letters, digits and dashes (Key Vault's rule).",
+            field="name",
         )
     return name
 
@@ -87,8 +90,9 @@ def require_json(content_type: str | None, body: bytes) -> dict[str, Any]:
     """The body must be a JSON object sent as application/json."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
-        raise UnsupportedMediaType("Send the body as JSON with the header Content-Type: application/json.",
-                                   field="Content-Type")
+        raise UnsupportedMediaType(
+            "Send the body as JSON with the header Content-Type: application/json.", field="Content-Type"
+        )
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes.", field="body")
     try:
@@ -121,7 +125,9 @@ def _value(body: Mapping[str, Any]) -> str | None:
     if raw == "":
         raise InvalidRequest("value must not be empty.", field="value")
     if len(raw.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
-        raise PayloadTooLarge(f"value is larger than Key Vault's {MAX_VALUE_BYTES} bytes (UTF-8).", field="value")
+        raise PayloadTooLarge(
+            f"value is larger than Key Vault's {MAX_VALUE_BYTES} bytes (UTF-8).", field="value"
+        )
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:
@@ -134,12 +140,15 @@ def _generate(body: Mapping[str, Any]) -> GenerateSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise InvalidRequest("generate must be an object like {\"length\": 32, \"alphabet\": \"alphanumeric\"}.",
-                             field="generate")
+        raise InvalidRequest(
+            'generate must be an object like {"length": 32, "alphabet": "alphanumeric"}.', field="generate"
+        )
     unknown = sorted(set(raw) - set(GENERATE_FIELDS))
     if unknown:
-        raise InvalidRequest(f"generate has unknown field {unknown[0]!r}; allowed: length, alphabet.",
-                             field=f"generate.{unknown[0]}")
+        raise InvalidRequest(
+            f"generate has unknown field {unknown[0]!r}; allowed: length, alphabet.",
+            field=f"generate.{unknown[0]}",
+        )
     length = raw.get("length", generator.DEFAULT_LENGTH)
     if type(length) is not int or not generator.MIN_LENGTH <= length <= generator.MAX_LENGTH:
         raise InvalidRequest(
@@ -148,8 +157,9 @@ def _generate(body: Mapping[str, Any]) -> GenerateSpec | None:
         )
     alphabet = raw.get("alphabet", generator.DEFAULT_ALPHABET)
     if alphabet not in generator.ALPHABETS:
-        raise InvalidRequest(f"generate.alphabet must be one of: {', '.join(generator.ALPHABETS)}.",
-                             field="generate.alphabet")
+        raise InvalidRequest(
+            f"generate.alphabet must be one of: {', '.join(generator.ALPHABETS)}.", field="generate.alphabet"
+        )
     return GenerateSpec(length=length, alphabet=alphabet)
 
 
@@ -175,8 +185,9 @@ def _tags(body: Mapping[str, Any], bookkeeping: Mapping[str, str]) -> dict[str, 
         if not isinstance(value, str):
             raise InvalidRequest(f"Tag {key!r} must have a string value.", field=f"tags.{key}")
         if len(value) > MAX_TAG_VALUE:
-            raise InvalidRequest(f"Tag {key!r} has a value longer than {MAX_TAG_VALUE} characters.",
-                                 field=f"tags.{key}")
+            raise InvalidRequest(
+                f"Tag {key!r} has a value longer than {MAX_TAG_VALUE} characters.", field=f"tags.{key}"
+            )
         if key in bookkeeping and value != bookkeeping[key]:
             raise InvalidRequest(
                 f"Tag {key!r} is this app's ownership tag and must be {bookkeeping[key]!r} (or left out).",
@@ -191,7 +202,9 @@ def _instant(body: Mapping[str, Any], key: str) -> datetime | None:
     if raw is None:
         return None
     if not isinstance(raw, str):
-        raise InvalidRequest(f"{key} must be an RFC 3339 date-time string, e.g. 2030-01-31T00:00:00Z.", field=key)
+        raise InvalidRequest(
+            f"{key} must be an RFC 3339 date-time string, e.g. 2030-01-31T00:00:00Z.", field=key
+        )
     example = "e.g. 2030-01-31T00:00:00Z"
     if not _RFC3339.match(raw):
         raise InvalidRequest(f"{key} must be an RFC 3339 date-time with a time zone, {example}.", field=key)
@@ -218,7 +231,9 @@ def parse_secret_write(
     validate_name(name)
     unknown = sorted(set(body) - set(WRITE_FIELDS))
     if unknown:
-        raise InvalidRequest(f"Unknown field {unknown[0]!r}; allowed: {', '.join(WRITE_FIELDS)}.", field=unknown[0])
+        raise InvalidRequest(
+            f"Unknown field {unknown[0]!r}; allowed: {', '.join(WRITE_FIELDS)}.", field=unknown[0]
+        )
     value = _value(body)
     generate = _generate(body)
     if (value is None) == (generate is None):
@@ -252,7 +267,9 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     max_results = MAX_RESULTS
     if raw is not None and raw != "":
         if not _MAX_RESULTS_PARAM.match(raw) or not 1 <= int(raw) <= MAX_RESULTS:
-            raise InvalidRequest(f"maxresults must be an integer from 1 to {MAX_RESULTS}.", field="maxresults")
+            raise InvalidRequest(
+                f"maxresults must be an integer from 1 to {MAX_RESULTS}.", field="maxresults"
+            )
         max_results = int(raw)
     token = params.get("continuationToken") or None
     if token is not None and len(token) > MAX_CONTINUATION_TOKEN:

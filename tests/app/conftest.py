@@ -1,4 +1,4 @@
-"""Every app test runs under the leak guard: no secret value it used may appear in a log record or response."""
+"""Every app test runs under the leak guard: no secret value it used may appear in a log or a response."""
 
 from __future__ import annotations
 

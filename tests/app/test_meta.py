@@ -1,4 +1,4 @@
-"""Health and the OpenAPI document: anonymous, and the document matches what the app registers and enforces."""
+"""Health and the OpenAPI document: anonymous; the document matches what the app registers and enforces."""
 
 from __future__ import annotations
 
@@ -21,10 +21,15 @@ def http_functions() -> list:
 
 def test_document_describes_exactly_the_registered_http_functions() -> None:
     document = openapi_document()
-    described = {(method.upper(), path) for path, item in document["paths"].items()
-                 for method in item if method != "parameters"}
-    registered = {(method, f"/api/{function.route}") for function in http_functions()
-                  for method in function.methods}
+    described = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
+    registered = {
+        (method, f"/api/{function.route}") for function in http_functions() for method in function.methods
+    }
     assert described == registered
 
 
@@ -43,8 +48,10 @@ def test_document_limits_and_presets_are_the_enforced_ones() -> None:
     assert str(validation.MAX_VALUE_BYTES) in write["value"]["description"]
     generate = schemas["Generate"]["properties"]
     assert generate["alphabet"]["enum"] == list(generator.ALPHABETS)
-    assert (generate["length"]["minimum"], generate["length"]["maximum"]) == (generator.MIN_LENGTH,
-                                                                               generator.MAX_LENGTH)
+    assert (generate["length"]["minimum"], generate["length"]["maximum"]) == (
+        generator.MIN_LENGTH,
+        generator.MAX_LENGTH,
+    )
     for preset in generator.ALPHABETS:
         assert preset in schemas["Generate"]["description"]
 
@@ -61,10 +68,16 @@ def test_health_and_openapi_are_anonymous_and_the_rest_need_a_function_key() -> 
     levels = {function.name: function.auth_level for function in http_functions()}
     assert {name for name, level in levels.items() if level == "anonymous"} == {"health", "openapi"}
     assert {level for name, level in levels.items() if name not in ("health", "openapi")} == {"function"}
-    security = {(path, method): op.get("security") for path, item in openapi_document()["paths"].items()
-                for method, op in item.items() if method != "parameters"}
-    assert {key for key, value in security.items() if value == []} == {("/api/health", "get"),
-                                                                       ("/api/openapi.json", "get")}
+    security = {
+        (path, method): op.get("security")
+        for path, item in openapi_document()["paths"].items()
+        for method, op in item.items()
+        if method != "parameters"
+    }
+    assert {key for key, value in security.items() if value == []} == {
+        ("/api/health", "get"),
+        ("/api/openapi.json", "get"),
+    }
 
 
 async def test_openapi_endpoint_serves_the_document(api: InProcessApi) -> None:

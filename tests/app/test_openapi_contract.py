@@ -8,8 +8,8 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.generation.modes import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -20,13 +20,19 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.fixtures.app import LiveHost
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_every_operation_conforms_to_the_served_document(live_host: LiveHost, vault_control,
-                                                         mode: GenerationMode) -> None:
+def test_every_operation_conforms_to_the_served_document(
+    live_host: LiveHost, vault_control, mode: GenerationMode
+) -> None:
     session = requests.Session()
     served = session.get(f"{live_host.base_url}/api/openapi.json", timeout=10)
     assert served.status_code == 200  # anonymous: no key sent
@@ -48,8 +54,8 @@ def test_every_operation_conforms_to_the_served_document(live_host: LiveHost, va
     exercised = [op for op in operations if mode is GenerationMode.POSITIVE or takes_input(op)]
     assert len(exercised) >= 7
     for operation in exercised:
-        @settings(max_examples=15, deadline=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+
+        @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy(generation_mode=mode))
         def conforms(case) -> None:
             nonlocal calls

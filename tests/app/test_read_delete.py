@@ -12,8 +12,9 @@ from tests.fixtures.app import OWNER_TAG, OWNER_VALUE, InProcessApi, SecretValue
 pytestmark = pytest.mark.usefixtures("app_env")
 
 
-async def test_get_returns_metadata_and_versions_newest_first(api: InProcessApi, secret_values: SecretValues,
-                                                              vault_control) -> None:
+async def test_get_returns_metadata_and_versions_newest_first(
+    api: InProcessApi, secret_values: SecretValues, vault_control
+) -> None:
     v1 = (await api.put("app-read", {"value": secret_values.new()})).json
     v2 = (await api.put("app-read", {"value": secret_values.new(), "expiresOn": "2031-01-01T00:00:00Z"})).json
     current = await api.get("app-read")
@@ -25,7 +26,9 @@ async def test_get_returns_metadata_and_versions_newest_first(api: InProcessApi,
     assert (await api.get("app-read", params={"versions": "perhaps"})).status == 400
 
 
-async def test_get_of_a_disabled_current_version_still_gives_metadata(api: InProcessApi, secret_values) -> None:
+async def test_get_of_a_disabled_current_version_still_gives_metadata(
+    api: InProcessApi, secret_values
+) -> None:
     await api.put("app-off", {"value": secret_values.new()})
     disabled = await api.put("app-off", {"value": secret_values.new(), "enabled": False})
     response = await api.get("app-off")
@@ -58,11 +61,18 @@ async def test_list_pages_through_only_in_scope_secrets(api: InProcessApi, secre
     assert all(item["tags"][OWNER_TAG] == OWNER_VALUE for item in page.json["value"])
 
 
-async def test_a_forged_continuation_token_is_400_and_never_leaves_the_vault(api: InProcessApi, vault_control,
-                                                                             secret_values) -> None:
+async def test_a_forged_continuation_token_is_400_and_never_leaves_the_vault(
+    api: InProcessApi, vault_control, secret_values
+) -> None:
     import base64
 
-    for token in ("%%%", "not-base64!", "aHR0cHM6Ly9ldmlsLmV4YW1wbGUv", "", "é"):  # #3 is https://evil.example/
+    for token in (
+        "%%%",
+        "not-base64!",
+        "aHR0cHM6Ly9ldmlsLmV4YW1wbGUv",
+        "",
+        "é",
+    ):  # #3 is https://evil.example/
         response = await api.list({"continuationToken": token} if token else {"continuationToken": "="})
         assert response.status == 400 and response.error["target"] == "continuationToken", token
     assert vault_control.stats()["total"] == 0
@@ -89,17 +99,25 @@ async def test_delete_and_recover_shapes(api: InProcessApi, secret_values, vault
     assert (await api.recover("app-never")).status == 404
 
 
-async def test_one_audit_line_per_mutation_with_caller_and_no_key(api: InProcessApi, secret_values,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+async def test_one_audit_line_per_mutation_with_caller_and_no_key(
+    api: InProcessApi, secret_values, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.clear()
-    await api.put("app-audit", {"value": secret_values.new()},
-                  headers={"X-MS-CLIENT-PRINCIPAL-NAME": "alice@example.com"})
+    await api.put(
+        "app-audit",
+        {"value": secret_values.new()},
+        headers={"X-MS-CLIENT-PRINCIPAL-NAME": "alice@example.com"},
+    )
     await api.put("app-audit", {"value": secret_values.new()})
     await api.delete("app-audit")
     await api.put("other-x", {"value": secret_values.new()})
     audits = [r.audit for r in caplog.records if r.name == "secrets.audit"]
     assert [(a["operation"], a["outcome"]) for a in audits] == [
-        ("write", "ok"), ("write", "ok"), ("delete", "ok"), ("write", "error")]
+        ("write", "ok"),
+        ("write", "ok"),
+        ("delete", "ok"),
+        ("write", "error"),
+    ]
     assert audits[0]["caller"] == "principal:alice@example.com" and audits[1]["caller"] == "function-key"
     assert audits[0]["details"]["created"] is True and audits[1]["details"]["created"] is False
     assert audits[3]["error_code"] == "OutOfScope"

@@ -82,8 +82,14 @@ def test_value_limit_is_25600_utf8_bytes_not_characters() -> None:
         ({"value": "x", "expiresOn": "2030-02-30T00:00:00Z"}, "expiresOn"),
         ({"value": "x", "expiresOn": "1969-12-31T23:59:59Z"}, "expiresOn"),
         ({"value": "x", "expiresOn": "9999-12-31T23:59:59-01:00"}, "expiresOn"),
-        ({"value": "x", "notBefore": "2030-01-02T00:00:00Z", "expiresOn": "2030-01-01T00:00:00Z"}, "notBefore"),
-        ({"value": "x", "notBefore": "2030-01-01T00:00:00Z", "expiresOn": "2030-01-01T00:00:00.5Z"}, "notBefore"),
+        (
+            {"value": "x", "notBefore": "2030-01-02T00:00:00Z", "expiresOn": "2030-01-01T00:00:00Z"},
+            "notBefore",
+        ),
+        (
+            {"value": "x", "notBefore": "2030-01-01T00:00:00Z", "expiresOn": "2030-01-01T00:00:00.5Z"},
+            "notBefore",
+        ),
     ],
 )
 def test_each_limit_names_its_field(body: dict, field: str) -> None:
@@ -100,11 +106,17 @@ def test_errors_never_quote_the_value() -> None:
 
 
 def test_a_full_valid_write() -> None:
-    request = write({
-        "value": "v", "contentType": "text/plain", "tags": {"env": "dev", "ManagedBy": OWNER["ManagedBy"]},
-        "notBefore": "2030-01-01T01:00:00+01:00", "expiresOn": "2031-01-01T00:00:00.123456789Z",
-        "enabled": False, "recover": True,
-    })
+    request = write(
+        {
+            "value": "v",
+            "contentType": "text/plain",
+            "tags": {"env": "dev", "ManagedBy": OWNER["ManagedBy"]},
+            "notBefore": "2030-01-01T01:00:00+01:00",
+            "expiresOn": "2031-01-01T00:00:00.123456789Z",
+            "enabled": False,
+            "recover": True,
+        }
+    )
     assert request.tags == {"env": "dev", "ManagedBy": OWNER["ManagedBy"]}
     assert request.not_before.isoformat() == "2030-01-01T00:00:00+00:00"
     assert request.expires_on.year == 2031 and request.enabled is False and request.recover is True
@@ -120,14 +132,20 @@ def test_the_value_is_not_in_the_request_repr() -> None:
 
 def test_generate_defaults() -> None:
     request = write({"generate": {}})
-    assert request.value is None and request.generate.length == 32 and request.generate.alphabet == "alphanumeric"
+    assert (
+        request.value is None
+        and request.generate.length == 32
+        and request.generate.alphabet == "alphanumeric"
+    )
 
 
 def test_recover_query_flag_is_honoured() -> None:
     assert parse_secret_write("a", {"value": "x"}, bookkeeping_tags=OWNER, recover_param=True).recover
 
 
-@pytest.mark.parametrize("content_type", [None, "", "text/plain", "application/jsonx", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type", [None, "", "text/plain", "application/jsonx", "application/x-www-form-urlencoded"]
+)
 def test_body_must_be_sent_as_json(content_type: str | None) -> None:
     with pytest.raises(UnsupportedMediaType) as caught:
         require_json(content_type, b"{}")

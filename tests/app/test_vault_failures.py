@@ -12,8 +12,9 @@ pytestmark = pytest.mark.usefixtures("app_env")
 
 
 @pytest.mark.usefixtures("reader_env")
-async def test_identity_without_write_role_is_502_naming_the_role(api: InProcessApi,
-                                                                 secret_values: SecretValues) -> None:
+async def test_identity_without_write_role_is_502_naming_the_role(
+    api: InProcessApi, secret_values: SecretValues
+) -> None:
     write = await api.put("app-rbac", {"value": secret_values.new()})
     assert write.status == 502 and write.error["code"] == "VaultAccessDenied"
     assert "Key Vault Secrets Officer" in write.error["message"]
@@ -26,7 +27,8 @@ async def test_identity_without_write_role_is_502_naming_the_role(api: InProcess
 
 
 async def test_throttling_is_503_with_retry_after_once_retries_are_exhausted(
-        api: InProcessApi, secret_values, vault_control) -> None:
+    api: InProcessApi, secret_values, vault_control
+) -> None:
     vault_control.set_faults("SetSecret", 429, 1.0, retry_after=1)
     response = await api.put("app-busy", {"value": secret_values.new()})
     assert response.status == 503 and response.error["code"] == "VaultThrottled"
@@ -48,8 +50,9 @@ async def test_a_slow_vault_is_504(api: InProcessApi, secret_values, vault_contr
     vault_control.set_latency(0)
 
 
-async def test_an_unreachable_vault_is_502_and_health_says_what_to_fix(api: InProcessApi, secret_values,
-                                                                       reconfigure) -> None:
+async def test_an_unreachable_vault_is_502_and_health_says_what_to_fix(
+    api: InProcessApi, secret_values, reconfigure
+) -> None:
     await reconfigure(KEY_VAULT_URL="https://127.0.0.1:9", KEY_VAULT_RETRY_TOTAL="0")
     response = await api.put("app-x", {"value": secret_values.new()})
     assert response.status == 502 and response.error["code"] == "VaultUnavailable"
@@ -59,8 +62,9 @@ async def test_an_unreachable_vault_is_502_and_health_says_what_to_fix(api: InPr
     assert "KEY_VAULT_URL" in health.json["error"]["message"]
 
 
-async def test_a_missing_setting_is_a_configuration_error_naming_it(api: InProcessApi, secret_values,
-                                                                   monkeypatch, reconfigure) -> None:
+async def test_a_missing_setting_is_a_configuration_error_naming_it(
+    api: InProcessApi, secret_values, monkeypatch, reconfigure
+) -> None:
     monkeypatch.delenv("KEY_VAULT_URL")
     await reconfigure()
     response = await api.put("app-x", {"value": secret_values.new()})

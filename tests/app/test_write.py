@@ -14,14 +14,26 @@ def sets(vault_control) -> int:
     return vault_control.stats()["operations"].get("SetSecret", 0)
 
 
-async def test_new_name_is_201_then_new_version_200(api: InProcessApi, secret_values: SecretValues,
-                                                    vault_control) -> None:
-    first = await api.put("app-db", {"value": secret_values.new(), "contentType": "text/plain",
-                                     "tags": {"env": "dev"}})
+async def test_new_name_is_201_then_new_version_200(
+    api: InProcessApi, secret_values: SecretValues, vault_control
+) -> None:
+    first = await api.put(
+        "app-db", {"value": secret_values.new(), "contentType": "text/plain", "tags": {"env": "dev"}}
+    )
     assert first.status == 201, first.text
     body = first.json
-    assert set(body) == {"name", "version", "id", "contentType", "tags", "enabled", "notBefore", "expiresOn",
-                         "createdOn", "updatedOn"}
+    assert set(body) == {
+        "name",
+        "version",
+        "id",
+        "contentType",
+        "tags",
+        "enabled",
+        "notBefore",
+        "expiresOn",
+        "createdOn",
+        "updatedOn",
+    }
     assert body["name"] == "app-db" and body["contentType"] == "text/plain" and body["enabled"] is True
     assert body["tags"] == {"env": "dev", OWNER_TAG: OWNER_VALUE}
     assert body["id"].endswith(f"/secrets/app-db/{body['version']}")
@@ -32,10 +44,15 @@ async def test_new_name_is_201_then_new_version_200(api: InProcessApi, secret_va
     assert sets(vault_control) == 2
 
 
-async def test_identical_write_is_200_with_no_new_version(api: InProcessApi, secret_values: SecretValues,
-                                                          vault_control) -> None:
-    body = {"value": secret_values.new(), "tags": {"a": "b"}, "expiresOn": "2031-01-01T00:00:00Z",
-            "notBefore": "2030-01-01T00:00:00.9Z"}
+async def test_identical_write_is_200_with_no_new_version(
+    api: InProcessApi, secret_values: SecretValues, vault_control
+) -> None:
+    body = {
+        "value": secret_values.new(),
+        "tags": {"a": "b"},
+        "expiresOn": "2031-01-01T00:00:00Z",
+        "notBefore": "2030-01-01T00:00:00.9Z",
+    }
     first = await api.put("app-idem", body)
     assert first.status == 201
     before = sets(vault_control)
@@ -50,7 +67,8 @@ async def test_identical_write_is_200_with_no_new_version(api: InProcessApi, sec
 
 
 async def test_generate_writes_a_value_from_the_preset_and_never_returns_it(
-        api: InProcessApi, secret_values: SecretValues, aio_client, vault_control) -> None:
+    api: InProcessApi, secret_values: SecretValues, aio_client, vault_control
+) -> None:
     response = await api.put("app-gen", {"generate": {"length": 48, "alphabet": "hex"}})
     assert response.status == 201
     stored = secret_values.register((await aio_client.get_secret("app-gen")).value)
@@ -74,8 +92,12 @@ async def test_generate_writes_a_value_from_the_preset_and_never_returns_it(
         ("app-a", {"value": "x", "tags": {"t": "v" * 257}}, 400, "tags.t"),
         ("app-a", {"value": "x", "tags": {"t" * 257: "v"}}, 400, "tags"),
         ("app-a", {"value": "x", "contentType": "c" * 256}, 400, "contentType"),
-        ("app-a", {"value": "x", "notBefore": "2031-01-01T00:00:00Z", "expiresOn": "2030-01-01T00:00:00Z"},
-         400, "notBefore"),
+        (
+            "app-a",
+            {"value": "x", "notBefore": "2031-01-01T00:00:00Z", "expiresOn": "2030-01-01T00:00:00Z"},
+            400,
+            "notBefore",
+        ),
         ("app-a", {"value": "x", "expiresOn": "soon"}, 400, "expiresOn"),
         ("app-a", {"value": "x", "enabled": "true"}, 400, "enabled"),
         ("app-a", {"generate": {"alphabet": "base64"}}, 400, "generate.alphabet"),
@@ -83,7 +105,8 @@ async def test_generate_writes_a_value_from_the_preset_and_never_returns_it(
     ],
 )
 async def test_rejected_writes_name_the_field_and_never_reach_the_vault(
-        api: InProcessApi, vault_control, name: str, body: dict, status: int, target: str) -> None:
+    api: InProcessApi, vault_control, name: str, body: dict, status: int, target: str
+) -> None:
     response = await api.put(name, body)
     assert response.status == status, response.text
     assert response.error["target"] == target and response.error["message"]
@@ -100,24 +123,31 @@ async def test_rejected_writes_name_the_field_and_never_reach_the_vault(
         (b"", {"content-type": "application/json"}, 400, "body"),
     ],
 )
-async def test_body_must_be_a_json_object_sent_as_json(api: InProcessApi, vault_control, raw: bytes,
-                                                       headers: dict, status: int, target: str) -> None:
+async def test_body_must_be_a_json_object_sent_as_json(
+    api: InProcessApi, vault_control, raw: bytes, headers: dict, status: int, target: str
+) -> None:
     response = await api.put("app-a", raw, headers=headers)
     assert (response.status, response.error["target"]) == (status, target)
     assert vault_control.stats()["total"] == 0
 
 
-async def test_names_outside_the_prefix_are_403_before_any_vault_call(api: InProcessApi, secret_values,
-                                                                      vault_control) -> None:
-    for response in (await api.put("other-db", {"value": secret_values.new()}), await api.get("other-db"),
-                     await api.delete("other-db"), await api.recover("other-db")):
+async def test_names_outside_the_prefix_are_403_before_any_vault_call(
+    api: InProcessApi, secret_values, vault_control
+) -> None:
+    for response in (
+        await api.put("other-db", {"value": secret_values.new()}),
+        await api.get("other-db"),
+        await api.delete("other-db"),
+        await api.recover("other-db"),
+    ):
         assert response.status == 403 and response.error["code"] == "OutOfScope"
         assert "SECRETS_NAME_PREFIX" in response.error["message"]
     assert vault_control.stats()["total"] == 0
 
 
-async def test_unowned_secret_is_403_unless_adoption_is_allowed(api: InProcessApi, secret_values, aio_client,
-                                                                vault_control, reconfigure) -> None:
+async def test_unowned_secret_is_403_unless_adoption_is_allowed(
+    api: InProcessApi, secret_values, aio_client, vault_control, reconfigure
+) -> None:
     await aio_client.set_secret("app-legacy", secret_values.new(), tags={"team": "db"})
     writes_before = vault_control.stats()["operations"]["SetSecret"]
     refused = await api.put("app-legacy", {"value": secret_values.new()})
@@ -133,7 +163,8 @@ async def test_unowned_secret_is_403_unless_adoption_is_allowed(api: InProcessAp
 
 
 async def test_adoption_that_would_exceed_15_tags_is_refused_before_writing(
-        api: InProcessApi, secret_values, aio_client, vault_control, reconfigure) -> None:
+    api: InProcessApi, secret_values, aio_client, vault_control, reconfigure
+) -> None:
     await aio_client.set_secret("app-full", secret_values.new(), tags={f"t{i}": "v" for i in range(15)})
     await reconfigure(SECRETS_ALLOW_ADOPT="true")
     response = await api.put("app-full", {"value": secret_values.new()})
@@ -141,8 +172,9 @@ async def test_adoption_that_would_exceed_15_tags_is_refused_before_writing(
     assert vault_control.stats()["operations"]["SetSecret"] == 1
 
 
-async def test_deleted_but_recoverable_is_409_then_recover_then_write(api: InProcessApi, secret_values,
-                                                                      vault_control) -> None:
+async def test_deleted_but_recoverable_is_409_then_recover_then_write(
+    api: InProcessApi, secret_values, vault_control
+) -> None:
     created = await api.put("app-gone", {"value": secret_values.new(), "tags": {"k": "v"}})
     assert created.status == 201
     deleted = await api.delete("app-gone")
@@ -165,3 +197,18 @@ async def test_deleted_but_recoverable_is_409_then_recover_then_write(api: InPro
 async def test_recover_true_on_a_new_name_just_creates(api: InProcessApi, secret_values) -> None:
     response = await api.put("app-fresh", {"value": secret_values.new()}, params={"recover": "true"})
     assert response.status == 201
+
+
+async def test_recovering_an_unowned_deleted_secret_needs_adoption(
+    api: InProcessApi, secret_values, aio_client, vault_control, reconfigure
+) -> None:
+    await aio_client.set_secret("app-theirs", secret_values.new())
+    await aio_client.delete_secret("app-theirs", _polling_interval=0)
+    refused = await api.recover("app-theirs")
+    assert refused.status == 403 and refused.error["code"] == "OutOfScope"
+    assert (
+        await api.put("app-theirs", {"value": secret_values.new()}, params={"recover": "true"})
+    ).status == 403
+    assert vault_control.stats()["operations"].get("RecoverDeletedSecret", 0) == 0
+    await reconfigure(SECRETS_ALLOW_ADOPT="true")
+    assert (await api.recover("app-theirs")).status == 200
