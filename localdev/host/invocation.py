@@ -15,53 +15,32 @@ import time
 import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import azure.functions as func
-from azure.functions import _abc as functions_abc  # TraceContext/RetryContext are not re-exported
 
 from .registry import RegisteredFunction
 
 _log = logging.getLogger("localdev.host")
 
 
-class TraceContext(functions_abc.TraceContext):
-    """W3C trace context of the invocation (a fresh traceparent per invocation)."""
+@dataclass(frozen=True)
+class TraceContext:
+    """W3C trace context of the invocation (a fresh traceparent per invocation), as the worker passes it."""
 
-    def __init__(self, trace_parent: str, trace_state: str = "", attributes: dict[str, str] | None = None) -> None:
-        self._trace_parent, self._trace_state, self._attributes = trace_parent, trace_state, attributes or {}
-
-    @property
-    def trace_parent(self) -> str:
-        return self._trace_parent
-
-    @property
-    def trace_state(self) -> str:
-        return self._trace_state
-
-    @property
-    def attributes(self) -> dict[str, str]:
-        return self._attributes
+    trace_parent: str
+    trace_state: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
-class RetryContext(functions_abc.RetryContext):
+@dataclass(frozen=True)
+class RetryContext:
     """Where the invocation stands in its retry policy (retry_count 0 = first attempt)."""
 
-    def __init__(self, retry_count: int, max_retry_count: int, exception: Any = None) -> None:
-        self._retry_count, self._max_retry_count, self._exception = retry_count, max_retry_count, exception
-
-    @property
-    def retry_count(self) -> int:
-        return self._retry_count
-
-    @property
-    def max_retry_count(self) -> int:
-        return self._max_retry_count
-
-    @property
-    def exception(self) -> Any:
-        return self._exception
+    retry_count: int
+    max_retry_count: int
+    exception: Any = None
 
 
 class InvocationContext(func.Context):
