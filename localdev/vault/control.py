@@ -62,7 +62,8 @@ class RequestStats:
 
 @dataclass
 class FaultRule:
-    """Fail `rate` of an operation's transactions (None: every operation) with `status`, or drop the connection."""
+    """Fail `rate` of an operation's transactions (None: every operation) with `status`, or drop the connection;
+    with `count`, only the next `count` matching transactions (deterministic retry tests), then the rule ends."""
 
     operation: str | None
     status: int = 0
@@ -70,6 +71,7 @@ class FaultRule:
     retry_after: float | None = None
     drop: bool = False
     latency: float = 0.0
+    count: int | None = None
 
 
 class FaultPlan:
@@ -84,6 +86,8 @@ class FaultPlan:
             raise ValueError(f"rate must be between 0 and 1, got {rule.rate}")
         if rule.status and not 400 <= rule.status <= 599:
             raise ValueError(f"status must be an HTTP error status (400-599), got {rule.status}")
+        if rule.count is not None and rule.count < 1:
+            raise ValueError(f"count must be at least 1, got {rule.count}")
         self.rules[rule.operation] = rule
 
     def clear(self) -> None:
@@ -92,9 +96,14 @@ class FaultPlan:
     def pick(self, operation: str) -> FaultRule | None:
         if not self.rules:
             return None
-        rule = self.rules.get(operation) or self.rules.get(None)
+        key = operation if operation in self.rules else None
+        rule = self.rules.get(key)
         if rule is None or self._chance() >= rule.rate:
             return None
+        if rule.count is not None:
+            rule.count -= 1
+            if rule.count == 0:
+                del self.rules[key]
         return rule
 
 
@@ -182,6 +191,7 @@ class ControlApi:
             operation=body.get("operation"), status=int(body.get("status", 0)), rate=float(body.get("rate", 1.0)),
             retry_after=None if body.get("retry_after") is None else float(body["retry_after"]),
             drop=bool(body.get("drop", False)), latency=float(body.get("latency", 0.0)),
+            count=None if body.get("count") is None else int(body["count"]),
         )
         if not (rule.status or rule.drop or rule.latency):
             raise ValueError("give a status, drop=true or a latency")
@@ -291,9 +301,13 @@ class ControlClient:
         return self._call("POST", "clock", {"advance_seconds": seconds})
 
     def set_faults(self, operation: str | None, status: int, rate: float = 1.0, retry_after: float | None = None,
-                   drop: bool = False, latency: float = 0.0) -> dict[str, Any]:
+                   drop: bool = False, latency: float = 0.0, count: int | None = None) -> dict[str, Any]:
         return self._call("PUT", "faults", {"operation": operation, "status": status, "rate": rate,
-                                             "retry_after": retry_after, "drop": drop, "latency": latency})
+                                             "retry_after": retry_after, "drop": drop, "latency": latency,
+                                             "count": count})
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self._call("GET", "faults")
 
     def clear_faults(self) -> None:
         self._call("DELETE", "faults")

@@ -52,3 +52,45 @@ def raw(vault: RunningVault, vault_control) -> Iterator[RawVault]:
 @pytest.fixture(autouse=True)
 def _fresh_vault(vault_control) -> None:
     """Every emulator test starts from an empty vault with startup settings."""
+
+
+class EitherClient:
+    """One awaitable surface over the sync SDK (run in a worker thread) or the aio SDK, so each rule is
+    checked through both clients. Names follow the aio client; `delete`/`recover` wait for their pollers."""
+
+    def __init__(self, kind: str, client: Any) -> None:
+        self.kind = kind
+        self.client = client
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        import asyncio
+
+        if self.kind == "aio":
+            if method.startswith("list_"):
+                return [item async for item in getattr(self.client, method)(*args, **kwargs)]
+            return await getattr(self.client, method)(*args, **kwargs)
+
+        def run() -> Any:
+            if method in ("delete_secret", "recover_deleted_secret"):
+                poller = getattr(self.client, f"begin_{method}")(*args, **kwargs)
+                poller.wait()
+                return poller.result()
+            result = getattr(self.client, method)(*args, **kwargs)
+            return list(result) if method.startswith("list_") else result
+
+        return await asyncio.to_thread(run)
+
+
+@pytest.fixture(params=["sync", "aio"])
+async def kv(request, vault, vault_env) -> Any:
+    from tests.fixtures.vault import aclose_client, make_aio_client, make_sync_client
+
+    if request.param == "sync":
+        with make_sync_client(vault) as client:
+            yield EitherClient("sync", client)
+    else:
+        client = make_aio_client(vault)
+        try:
+            yield EitherClient("aio", client)
+        finally:
+            await aclose_client(client)

@@ -1,9 +1,13 @@
-"""Every error row of the reference table (keyvault-protocol.md §1.4), as the real SDK surfaces it.
+"""Every error row of the reference table (keyvault-protocol.md §1.4), through the sync AND the aio SDK.
 
-Rows not applicable to this emulator: access-policy vaults (it is an RBAC vault) and the firewall.
+Rows that cannot apply to this emulator: access-policy vaults (it is an RBAC vault; see test_auth.py for
+ForbiddenByRbac) and the firewall. Rows the SDK cannot send (no token, unknown api-version) are checked raw.
 """
 
 from __future__ import annotations
+
+import asyncio
+import secrets
 
 import pytest
 from azure.core.exceptions import (
@@ -38,33 +42,33 @@ def test_challenge_names_a_guid_tenant(raw) -> None:
     assert 'resource="https://vault.azure.net"' in header
 
 
-def test_secret_not_found(sync_client) -> None:
+async def test_secret_not_found(kv) -> None:
     with pytest.raises(ResourceNotFoundError) as info:
-        sync_client.get_secret("nope")
+        await kv.call("get_secret", "nope")
     assert info.value.error.code == "SecretNotFound"
     assert info.value.error.message.startswith("A secret with (name/id) nope was not found in this key vault.")
-    sync_client.set_secret("there", "v")
+    await kv.call("set_secret", "there", "v")
     with pytest.raises(ResourceNotFoundError) as info:
-        sync_client.get_secret("there", "0" * 32)
+        await kv.call("get_secret", "there", "0" * 32)
     assert f"(name/id) there/{'0' * 32} was not found" in info.value.error.message
 
 
-async def test_deleted_secret_not_found(aio_client) -> None:
+async def test_deleted_secret_not_found(kv) -> None:
     with pytest.raises(ResourceNotFoundError) as info:
-        await aio_client.get_deleted_secret("ghost")
+        await kv.call("get_deleted_secret", "ghost")
     assert info.value.error.code == "SecretNotFound"
     assert info.value.error.message == "Deleted Secret not found: ghost"
     with pytest.raises(ResourceNotFoundError):
-        await aio_client.purge_deleted_secret("ghost")
+        await kv.call("purge_deleted_secret", "ghost")
     with pytest.raises(ResourceNotFoundError):
-        await aio_client.recover_deleted_secret("ghost", _polling_interval=0)
+        await kv.call("recover_deleted_secret", "ghost", _polling_interval=0)
 
 
-def test_set_soft_deleted_name_conflicts(sync_client) -> None:
-    sync_client.set_secret("Reused", "v")
-    sync_client.begin_delete_secret("Reused", _polling_interval=0).wait()
+async def test_set_soft_deleted_name_conflicts(kv) -> None:
+    await kv.call("set_secret", "Reused", "v")
+    await kv.call("delete_secret", "Reused", _polling_interval=0)
     with pytest.raises(ResourceExistsError) as info:
-        sync_client.set_secret("reused", "v2")  # another case is the same name
+        await kv.call("set_secret", "reused", "v2")  # another case is the same name
     assert info.value.status_code == 409
     assert info.value.error.code == "Conflict"
     assert _inner(info.value) == "ObjectIsDeletedButRecoverable"
@@ -74,8 +78,9 @@ def test_set_soft_deleted_name_conflicts(sync_client) -> None:
     )
 
 
-def test_set_while_being_recovered_or_deleted(sync_client, vault_control) -> None:
-    vault_control.set_operation_latency(delete=0.5, recover=0.5)
+def test_set_while_being_deleted_or_recovered(sync_client, vault_control) -> None:
+    """Uses the sync pollers' begin_* to leave the operation in flight (the aio calls await the whole poll)."""
+    vault_control.set_operation_latency(delete=0.4, recover=0.4)
     sync_client.set_secret("busy", "v")
     sync_client.begin_delete_secret("busy", _polling_interval=0)  # started, not waited
     with pytest.raises(ResourceExistsError) as info:
@@ -83,10 +88,9 @@ def test_set_while_being_recovered_or_deleted(sync_client, vault_control) -> Non
     assert _inner(info.value) == "ObjectIsBeingDeleted"
     with pytest.raises(ResourceNotFoundError):
         sync_client.get_deleted_secret("busy")  # what the poller sees meanwhile
-    vault_control.set_operation_latency(delete=0)
     import time
 
-    time.sleep(0.55)
+    time.sleep(0.45)
     sync_client.begin_recover_deleted_secret("busy", _polling_interval=0)
     with pytest.raises(ResourceExistsError) as info:
         sync_client.set_secret("busy", "v2")
@@ -94,28 +98,41 @@ def test_set_while_being_recovered_or_deleted(sync_client, vault_control) -> Non
     assert info.value.error.message == "Secret busy is currently being recovered and cannot be re-created; retry later."
 
 
-async def test_disabled_secret_is_forbidden(aio_client) -> None:
-    first = await aio_client.set_secret("off", "v", enabled=False)
+async def test_set_while_being_recovered_aio(aio_client, vault_control) -> None:
+    await aio_client.set_secret("busy-aio", "v")
+    await aio_client.delete_secret("busy-aio", _polling_interval=0)
+    vault_control.set_operation_latency(recover=0.5)
+    recovering = asyncio.create_task(aio_client.recover_deleted_secret("busy-aio", _polling_interval=0.05))
+    await asyncio.sleep(0.1)
+    with pytest.raises(ResourceExistsError) as info:
+        await aio_client.set_secret("busy-aio", "v2")
+    assert _inner(info.value) == "ObjectIsBeingRecovered"
+    await recovering
+    assert (await aio_client.set_secret("busy-aio", "v2")).value == "v2"
+
+
+async def test_disabled_secret_is_forbidden(kv) -> None:
+    first = await kv.call("set_secret", "off", "v", enabled=False)
     for version in (None, first.properties.version):
         with pytest.raises(HttpResponseError) as info:
-            await aio_client.get_secret("off", version)
+            await kv.call("get_secret", "off", version)
         assert info.value.status_code == 403
         assert info.value.error.code == "Forbidden"
         assert info.value.error.message == "Operation get is not allowed on a disabled secret."
         assert _inner(info.value) == "SecretDisabled"
-    listed = [p async for p in aio_client.list_properties_of_secrets()]
+    listed = await kv.call("list_properties_of_secrets")
     assert listed[0].enabled is False  # lists still show disabled secrets
 
 
-def test_purge_protection(sync_client, vault_control) -> None:
+async def test_purge_protection(kv, vault_control) -> None:
     vault_control.set_soft_delete(retention_days=7, purge_protection=True)
-    secret = sync_client.set_secret("kept", "v")
+    secret = await kv.call("set_secret", "kept", "v")
     assert secret.properties.recovery_level == "CustomizedRecoverable"
     assert secret.properties.recoverable_days == 7
-    deleted = sync_client.begin_delete_secret("kept", _polling_interval=0).result()
+    deleted = await kv.call("delete_secret", "kept", _polling_interval=0)
     assert (deleted.scheduled_purge_date - deleted.deleted_date).days == 7
     with pytest.raises(HttpResponseError) as info:
-        sync_client.purge_deleted_secret("kept")
+        await kv.call("purge_deleted_secret", "kept")
     assert info.value.status_code == 403
     assert info.value.error.message.startswith(
         'Operation "purge" is not allowed because purge protection is enabled for this vault. '
@@ -124,16 +141,16 @@ def test_purge_protection(sync_client, vault_control) -> None:
 
 
 @pytest.mark.parametrize("name", ["my_secret", "a" * 128, "with.dot"])
-def test_invalid_name(sync_client, name) -> None:
+async def test_invalid_name(kv, name) -> None:
     with pytest.raises(HttpResponseError) as info:
-        sync_client.set_secret(name, "v")
+        await kv.call("set_secret", name, "v")
     assert info.value.status_code == 400
     assert info.value.error.code == "BadParameter"
     assert info.value.error.message == f"The request URI contains an invalid name: {name}"
 
 
-def test_name_of_127_characters_is_fine(sync_client) -> None:
-    assert sync_client.set_secret("a" * 127, "v").name == "a" * 127
+async def test_name_of_127_characters_is_fine(kv) -> None:
+    assert (await kv.call("set_secret", "a" * 127, "v")).name == "a" * 127
 
 
 def test_unsupported_api_version(raw) -> None:
@@ -143,11 +160,9 @@ def test_unsupported_api_version(raw) -> None:
         "The specified version (7.9) is not recognized. Consider using the latest supported version (2026-04-01).")}}
 
 
-def test_value_and_metadata_limits(sync_client) -> None:
-    import secrets
-
+async def test_value_and_metadata_limits(kv) -> None:
     marker = secrets.token_hex(16)
-    assert sync_client.set_secret("big", "x" * 25_600).name == "big"
+    assert (await kv.call("set_secret", "big", "x" * 25_600)).name == "big"
     cases = [
         dict(value="x" * 25_601),
         dict(value="é" * 12_801),  # 25,602 bytes: the limit is bytes, not characters
@@ -159,21 +174,24 @@ def test_value_and_metadata_limits(sync_client) -> None:
     for case in cases:
         value = case.pop("value")
         with pytest.raises(HttpResponseError) as info:
-            sync_client.set_secret("limits", value, **case)
+            await kv.call("set_secret", "limits", value, **case)
         assert info.value.status_code == 400 and info.value.error.code == "BadParameter"
-        assert value not in str(info.value)
-    sync_client.set_secret("limits", "v", tags={f"t{i}": "v" * 256 for i in range(15)}, content_type="c" * 255)
+        assert value not in str(info.value)  # a refused value is never echoed
+    await kv.call("set_secret", "limits", "v", tags={f"t{i}": "v" * 256 for i in range(15)}, content_type="c" * 255)
 
 
-def test_bad_json_and_maxresults(raw, sync_client) -> None:
+async def test_maxresults_above_25(kv) -> None:
+    with pytest.raises(HttpResponseError) as info:
+        await kv.call("list_properties_of_secrets", max_page_size=26)
+    assert info.value.status_code == 400 and info.value.error.code == "BadParameter"
+
+
+def test_bad_json_and_bad_maxresults(raw) -> None:
     response = raw.session.put(raw.vault.vault_url + "/secrets/bad", params={"api-version": "7.6"},
                                data=b"{not json", headers={"Authorization": f"Bearer {raw.token()}",
                                                             "Content-Type": "application/json"},
                                verify=raw.vault.ca_bundle, timeout=10)
     assert response.status_code == 400 and response.json()["error"]["code"] == "BadParameter"
-    with pytest.raises(HttpResponseError) as info:
-        list(sync_client.list_properties_of_secrets(max_page_size=26))
-    assert info.value.status_code == 400 and info.value.error.code == "BadParameter"
     for bad in ("0", "abc"):
         assert raw.call("GET", "/secrets", params={"maxresults": bad}).status_code == 400
 
@@ -188,16 +206,25 @@ def test_throttled_body(raw, vault_control) -> None:
         "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached")}}
 
 
-def test_restore_over_existing_name_conflicts(sync_client) -> None:
-    sync_client.set_secret("dup", "v")
-    backup = sync_client.backup_secret("dup")
-    with pytest.raises(ResourceExistsError):
-        sync_client.restore_secret_backup(backup)
-
-
-def test_garbage_backup_is_refused(sync_client) -> None:
+async def test_throttled_through_the_sdk(kv, vault_control) -> None:
+    await kv.call("set_secret", "t", "v")
+    vault_control.set_throttling(True, transactions_per_10s=1, retry_after=None)
+    await kv.call("get_secret", "t")
     with pytest.raises(HttpResponseError) as info:
-        sync_client.restore_secret_backup(b"not a backup")
+        await kv.call("get_secret", "t", retry_total=0)
+    assert info.value.status_code == 429 and info.value.error.code == "Throttled"
+
+
+async def test_restore_over_existing_name_conflicts(kv) -> None:
+    await kv.call("set_secret", "dup", "v")
+    backup = await kv.call("backup_secret", "dup")
+    with pytest.raises(ResourceExistsError):
+        await kv.call("restore_secret_backup", backup)
+
+
+async def test_garbage_backup_is_refused(kv) -> None:
+    with pytest.raises(HttpResponseError) as info:
+        await kv.call("restore_secret_backup", b"not a backup")
     assert info.value.status_code == 400
 
 
@@ -229,3 +256,28 @@ def test_foreign_token_gets_401(vault, vault_control, vault_env) -> None:
         assert info.value.status_code == 401
         assert info.value.error.code == "Unauthorized"
         assert info.value.error.message.startswith(message)
+
+
+async def test_foreign_token_gets_401_aio(vault, vault_control, vault_env) -> None:
+    from azure.core.credentials import AccessToken
+    from azure.keyvault.secrets.aio import SecretClient
+
+    token = vault_control.issue_token(audience="https://management.azure.com")
+
+    class FixedToken:
+        async def get_token(self, *scopes, **kwargs) -> AccessToken:
+            import time
+
+            return AccessToken(token, int(time.time()) + 3600)
+
+        async def close(self) -> None:
+            pass
+
+    async with SecretClient(vault.vault_url, FixedToken(), connection_verify=vault.ca_bundle,
+                            verify_challenge_resource=False) as client:
+        with pytest.raises(ClientAuthenticationError) as info:
+            await client.get_secret("anything")
+    assert info.value.error.message.startswith(
+        "AKV10022: Invalid audience. Expected https://vault.azure.net or cfa8b339-82a2-471a-a3c9-0fc0be7a4093, "
+        "found: https://management.azure.com."
+    )
