@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.fixtures.app import InProcessApi, SecretValues
@@ -43,10 +41,8 @@ async def test_a_slow_vault_is_504(api: InProcessApi, secret_values, vault_contr
     await reconfigure(KEY_VAULT_TIMEOUT_SECONDS="1", KEY_VAULT_RETRY_TOTAL="0")
     assert (await api.get("app-none")).status == 404  # challenge and token paid before the fault
     vault_control.set_latency(1.6)
-    started = time.monotonic()
     response = await api.put("app-slow", {"value": secret_values.new()})
     assert response.status == 504 and response.error["code"] == "VaultTimeout"
-    assert time.monotonic() - started < 1.5
     vault_control.set_latency(0)
 
 
