@@ -192,7 +192,8 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
 
 async def _serve(app: web.Application, hosts: list[str], port: int, ssl_context=None) -> tuple[web.AppRunner, int]:
     """Bind `app` on every host at one port (port 0: the first bind picks it, the others follow)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # in-flight requests get a few seconds to finish on stop; idle keep-alive connections close at once
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     bound = port
     for i, host in enumerate(hosts):
