@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import uuid
 from typing import Any, Awaitable, Callable
 
@@ -28,6 +29,7 @@ API_VERSIONS = frozenset(STABLE_API_VERSIONS + PREVIEW_API_VERSIONS)
 LATEST_API_VERSION = STABLE_API_VERSIONS[-1]
 MAX_RESULTS = 25
 CONTROL_PREFIX = "/_emulator/"
+_log = logging.getLogger("localdev.vault")
 SERVICE_VERSION = "1.9.0.0-localdev"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -140,6 +142,9 @@ class VaultApi:
         except web.HTTPException as exc:
             response = self._error(errors.BadParameter(f"{exc.reason}: {request.method} {request.path}"))
             response.set_status(exc.status)
+        except Exception:  # an emulator bug: answer like the service's 500, keep serving, say where it broke
+            _log.exception("local Key Vault failed on %s %s", request.method, request.path)
+            response = self._error(errors.InternalError())
         self.stats.record_status(response.status)
         return response
 

@@ -159,6 +159,13 @@ class Throttled(ServiceError):
         )
 
 
+class InternalError(ServiceError):
+    status, code = 500, "InternalServerError"
+
+    def __init__(self) -> None:
+        super().__init__("The local Key Vault failed on this request; its log has the details. Retry, or report it.")
+
+
 class InjectedFault(ServiceError):
     """A failure the test controls asked for (not a service rule); the body follows the service's shape."""
 

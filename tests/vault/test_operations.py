@@ -189,3 +189,17 @@ def test_nbf_and_exp_are_informational(sync_client) -> None:
     sync_client.set_secret("not-yet", "v", not_before=future)
     assert sync_client.get_secret("expired").properties.expires_on == past
     assert sync_client.get_secret("not-yet").properties.not_before == future
+
+
+def test_an_emulator_bug_answers_500_and_keeps_serving(raw, vault, monkeypatch) -> None:
+    """Provokes a failure inside the store (not the transport) to see the wire layer contain it."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated emulator bug")
+
+    monkeypatch.setattr(vault.runtime.store, "list_secrets", broken)
+    response = raw.call("GET", "/secrets")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "InternalServerError"
+    monkeypatch.undo()
+    assert raw.call("GET", "/secrets").status_code == 200
