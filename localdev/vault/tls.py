@@ -30,7 +30,8 @@ class TlsFiles:
     server_key: Path
 
     def server_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # no client certificates, so no CA store to load
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.server_cert, self.server_key)
         return context
 
