@@ -181,3 +181,17 @@ def test_tls_is_refused_without_the_ca(vault) -> None:
 def test_plain_http_is_not_served(vault) -> None:
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(vault.vault_url.replace("https://", "http://") + "/secrets", timeout=5)
+
+
+def test_certificate_names_every_loopback(vault) -> None:
+    import ipaddress
+    from pathlib import Path
+
+    from cryptography import x509
+
+    server = x509.load_pem_x509_certificate((Path(vault.ca_bundle).parent / "server.pem").read_bytes())
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert set(sans.get_values_for_type(x509.IPAddress)) == {ipaddress.ip_address("127.0.0.1"),
+                                                             ipaddress.ip_address("::1")}
+    assert vault.vault_url.startswith("https://localhost:")
