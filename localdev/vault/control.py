@@ -15,6 +15,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
+from .auth import VAULT_RESOURCE
+from .limits import ThrottleSettings
+from .store import SoftDeletePolicy
+
 if TYPE_CHECKING:
     from .server import VaultRuntime
 
@@ -213,8 +217,6 @@ class ControlApi:
         return web.json_response(asdict(self.runtime.throttle.settings))
 
     async def set_throttling(self, request: web.Request) -> web.Response:
-        from .limits import ThrottleSettings
-
         body = await self._json(request)
         current = self.runtime.throttle.settings
         settings = ThrottleSettings(
@@ -231,8 +233,6 @@ class ControlApi:
         return web.json_response(asdict(settings))
 
     async def set_soft_delete(self, request: web.Request) -> web.Response:
-        from .store import SoftDeletePolicy
-
         body = await self._json(request)
         current = self.runtime.store.policy
         policy = SoftDeletePolicy(
@@ -251,8 +251,6 @@ class ControlApi:
 
     async def issue_token(self, request: web.Request) -> web.Response:
         """Mint a token with any audience or lifetime, to test the vault's refusals (never used by apps)."""
-        from .auth import VAULT_RESOURCE
-
         body = await self._json(request)
         authority = self.runtime.authority
         name = body.get("identity")

@@ -78,9 +78,9 @@ async def test_set_soft_deleted_name_conflicts(kv) -> None:
     )
 
 
-def test_set_while_being_deleted_or_recovered(sync_client, vault_control) -> None:
-    """Uses the sync pollers' begin_* to leave the operation in flight (the aio calls await the whole poll)."""
-    vault_control.set_operation_latency(delete=0.4, recover=0.4)
+def test_set_while_being_deleted(sync_client, vault_control) -> None:
+    """begin_delete_secret leaves the delete in flight (the aio call awaits the whole poll)."""
+    vault_control.set_operation_latency(delete=30)
     sync_client.set_secret("busy", "v")
     sync_client.begin_delete_secret("busy", _polling_interval=0)  # started, not waited
     with pytest.raises(ResourceExistsError) as info:
@@ -88,10 +88,13 @@ def test_set_while_being_deleted_or_recovered(sync_client, vault_control) -> Non
     assert _inner(info.value) == "ObjectIsBeingDeleted"
     with pytest.raises(ResourceNotFoundError):
         sync_client.get_deleted_secret("busy")  # what the poller sees meanwhile
-    import time
 
-    time.sleep(0.45)
-    sync_client.begin_recover_deleted_secret("busy", _polling_interval=0)
+
+def test_set_while_being_recovered(sync_client, vault_control) -> None:
+    sync_client.set_secret("busy", "v")
+    sync_client.begin_delete_secret("busy", _polling_interval=0).wait()
+    vault_control.set_operation_latency(recover=30)
+    sync_client.begin_recover_deleted_secret("busy", _polling_interval=0)  # started, not waited
     with pytest.raises(ResourceExistsError) as info:
         sync_client.set_secret("busy", "v2")
     assert _inner(info.value) == "ObjectIsBeingRecovered"
@@ -101,14 +104,16 @@ def test_set_while_being_deleted_or_recovered(sync_client, vault_control) -> Non
 async def test_set_while_being_recovered_aio(aio_client, vault_control) -> None:
     await aio_client.set_secret("busy-aio", "v")
     await aio_client.delete_secret("busy-aio", _polling_interval=0)
-    vault_control.set_operation_latency(recover=0.5)
+    vault_control.set_operation_latency(recover=30)
     recovering = asyncio.create_task(aio_client.recover_deleted_secret("busy-aio", _polling_interval=0.05))
-    await asyncio.sleep(0.1)
-    with pytest.raises(ResourceExistsError) as info:
-        await aio_client.set_secret("busy-aio", "v2")
-    assert _inner(info.value) == "ObjectIsBeingRecovered"
-    await recovering
-    assert (await aio_client.set_secret("busy-aio", "v2")).value == "v2"
+    try:
+        while vault_control.stats()["operations"].get("RecoverDeletedSecret", 0) == 0:
+            await asyncio.sleep(0.01)
+        with pytest.raises(ResourceExistsError) as info:
+            await aio_client.set_secret("busy-aio", "v2")
+        assert _inner(info.value) == "ObjectIsBeingRecovered"
+    finally:
+        recovering.cancel()
 
 
 async def test_disabled_secret_is_forbidden(kv) -> None:

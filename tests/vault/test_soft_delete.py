@@ -23,12 +23,16 @@ def test_delete_poller_waits_for_the_delete(sync_client, vault_control) -> None:
 
 
 def test_recover_poller_waits_for_the_recovery(sync_client, vault_control) -> None:
-    vault_control.set_operation_latency(recover=0.3)
+    vault_control.set_operation_latency(recover=0.5)
     sync_client.set_secret("slow-recover", "v")
     sync_client.begin_delete_secret("slow-recover", _polling_interval=0).wait()
     poller = sync_client.begin_recover_deleted_secret("slow-recover", _polling_interval=0.05)
-    with pytest.raises(ResourceNotFoundError):
-        sync_client.get_secret("slow-recover")  # not yet
+    started = time.monotonic()
+    try:
+        sync_client.get_secret("slow-recover")
+        assert time.monotonic() - started >= 0.5, "the secret was back before the recover latency passed"
+    except ResourceNotFoundError:
+        pass  # not yet, as expected
     poller.wait()
     assert sync_client.get_secret("slow-recover").value == "v"
 
