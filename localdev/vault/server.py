@@ -245,7 +245,8 @@ async def start_vault(config: VaultConfig) -> RunningVault:
         if lock is not None:
             lock.close()
         raise
-    vault_host = "localhost" if config.host in LOOPBACK_NAMES else config.host
+    # the certificate names only loopback; a wildcard listener is reached through localhost as well
+    vault_host = "localhost" if config.host in LOOPBACK_NAMES | {"0.0.0.0", "::", ""} else config.host
     vault_url = f"https://{vault_host}:{port}"
     runtime.api.vault_url = vault_url
     if runtime.publisher is not None:
