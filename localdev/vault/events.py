@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from .auth import RESOURCE_GROUP, SUBSCRIPTION_ID
 from .store import DAY, SecretRecord, SecretVersion, VaultStore
@@ -143,7 +144,12 @@ class EventPublisher:
                 await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
         self.failed += 1
         _log.warning("event %s for %s not delivered to %s after %d attempts (%s); is the Functions host running?",
-                     event["eventType"], event["subject"], self.url, self.attempts, problem)
+                     event["eventType"], event["subject"], self.display_url, self.attempts, problem)
+
+    @property
+    def display_url(self) -> str:
+        """The webhook URL without its query: `code=` there is a host key and never goes into a log line."""
+        return str(URL(self.url).with_query(None))
 
     async def stop(self) -> None:
         for task in self._tasks:
