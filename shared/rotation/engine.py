@@ -48,7 +48,7 @@ from .results import (
     remember,
 )
 from .rotators import PendingCredential, RotationContext, rotator_for
-from .throttle import VaultCalls
+from .throttle import VaultCalls, listed_secrets
 
 _log = logging.getLogger(__name__)
 
@@ -342,14 +342,12 @@ class RotationEngine:
 
         async def produce() -> None:
             try:
-                async for page in self.calls.pages(
-                    "GetSecrets", self.client.list_properties_of_secrets(max_page_size=25)
-                ):
+                async for page in listed_secrets(self.calls, self.client):
                     summary.pages += 1
                     now = self.now()
-                    for props in page:
+                    for item in page:
                         summary.listed += 1
-                        info = VersionInfo.from_properties(props)
+                        info = VersionInfo.from_item_json(item)
                         assessment = assess(info, now, self.settings)
                         if assessment is None:
                             continue

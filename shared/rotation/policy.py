@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Mapping
+from urllib.parse import urlparse
 
 from ..settings import Settings
 
@@ -155,6 +156,29 @@ class VersionInfo:
             expires_on=props.expires_on,
             content_type=props.content_type,
             tags=dict(props.tags or {}),
+        )
+
+    @classmethod
+    def from_item_json(cls, item: Mapping[str, Any]) -> "VersionInfo":
+        """From a SecretItem as the list operation returns it (`id` = https://{vault}/secrets/{name}[/{version}])."""
+        parts = [p for p in urlparse(str(item.get("id", ""))).path.split("/") if p]
+        attributes = item.get("attributes") or {}
+
+        def moment(key: str) -> datetime | None:
+            raw = attributes.get(key)
+            return datetime.fromtimestamp(raw, timezone.utc) if isinstance(raw, (int, float)) else None
+
+        enabled = attributes.get("enabled")
+        return cls(
+            name=parts[1] if len(parts) > 1 else "",
+            version=parts[2] if len(parts) > 2 else None,
+            enabled=True if enabled is None else bool(enabled),
+            created=moment("created"),
+            updated=moment("updated"),
+            not_before=moment("nbf"),
+            expires_on=moment("exp"),
+            content_type=item.get("contentType"),
+            tags=dict(item.get("tags") or {}),
         )
 
     @property
