@@ -21,7 +21,7 @@ bp = func.Blueprint()
 _log = logging.getLogger(__name__)
 alert_log = logging.getLogger("secrets.alert")
 
-_TRANSIENT = {"VaultThrottled", "VaultUnavailable", "VaultTimeout"}
+_TRANSIENT = {"VaultThrottled", "VaultUnavailable", "VaultTimeout", "LockUnavailable"}
 
 
 def _parts(event: Any) -> tuple[str, Any, str | None, str | None]:

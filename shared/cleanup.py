@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .audit import audited
 from .errors import DomainError, VaultCall, from_vault_error
-from .locks import SecretLocks
+from .locks import LockUnavailable, SecretBusy, SecretLocks
 from .rotation.engine import PROCESS_LOCKS, utc_now
 from .rotation.history import SecretHistory
 from .rotation.policy import (
@@ -193,12 +193,18 @@ class CleanupEngine:
             if expired is not None:
                 await self._act(expired, dry_run, record)
                 return
-            async with self.locks.hold(current.name):
-                history = await self._history(current.name, record)
-                if history is None:
-                    return
-                for step in plan_revocations(history, self.now(), self.settings.cleanup_keep_versions):
-                    await self._act(step, dry_run, record, history)
+            try:
+                async with self.locks.hold(current.name):
+                    history = await self._history(current.name, record)
+                    if history is None:
+                        return
+                    for step in plan_revocations(history, self.now(), self.settings.cleanup_keep_versions):
+                        await self._act(step, dry_run, record, history)
+            except (SecretBusy, LockUnavailable) as exc:
+                busy = isinstance(exc, SecretBusy)
+                record(CleanupStep(CleanupAction.DISABLE_VERSION, current.name, exc.message,
+                                   outcome=CleanupOutcome.DEFERRED if busy else CleanupOutcome.FAILED,
+                                   error_code=exc.code))
 
         listing_done = False
         async for page in self.calls.pages("GetSecrets", self.client.list_properties_of_secrets(max_page_size=25)):
@@ -305,6 +311,9 @@ class CleanupEngine:
 
 async def default_cleanup() -> CleanupEngine:
     from .keyvault import get_secret_client
+    from .locks import lease_lock_for
     from .settings import get_settings
 
-    return CleanupEngine(await get_secret_client(), get_settings())
+    settings = get_settings()
+    PROCESS_LOCKS.distributed = await lease_lock_for(settings)
+    return CleanupEngine(await get_secret_client(), settings)

@@ -2,18 +2,38 @@
 
 Within a process an asyncio lock per name serializes the timer, Event Grid and HTTP paths, and a
 coalescer lets every concurrent caller await the one in-flight rotation instead of starting another.
-Across instances a `DistributedLock` (e.g. a blob lease in AzureWebJobsStorage) plugs in behind the
-same `hold(name)`; the engine re-checks the vault right before writing either way, so a lock that
-is lost late can cost a no-op, never a second version.
+Across instances a blob lease per name in AzureWebJobsStorage (`BlobLeaseLock`) is held inside the
+process lock; the engine re-checks the vault right before writing either way, so a lease lost late
+costs a no-op, never a second version.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
+from .errors import DomainError
+from .settings import Settings
+
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+LOCK_CONTAINER = "secret-rotation-locks"
+
+
+class SecretBusy(DomainError):
+    """Another instance holds the secret's lease for longer than we wait."""
+
+    status, code = 409, "SecretBusy"
+
+
+class LockUnavailable(DomainError):
+    """The lease store (AzureWebJobsStorage) cannot be reached or refuses us."""
+
+    status, code = 503, "LockUnavailable"
 
 
 class DistributedLock(Protocol):
@@ -66,3 +86,134 @@ class Coalescer:
         self._inflight[slot] = task
         task.add_done_callback(lambda _t: self._inflight.pop(slot, None))
         return await asyncio.shield(task)
+
+
+class BlobLeaseLock:
+    """A blob per secret name in a container of AzureWebJobsStorage; holding its lease is holding the name.
+
+    The lease lasts `lease_seconds` (15-60, Azure's bounds) and is renewed every third of that while held,
+    so a crashed instance frees the name within `lease_seconds`. A busy name is waited for up to
+    `wait_seconds`, then SecretBusy."""
+
+    def __init__(self, container: Any, *, lease_seconds: int = 30, wait_seconds: float = 20.0,
+                 poll_seconds: float = 0.2) -> None:
+        self.container = container
+        self.lease_seconds = max(15, min(60, lease_seconds))
+        self.wait_seconds = wait_seconds
+        self.poll_seconds = poll_seconds
+
+    @asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        blob = self.container.get_blob_client(name.lower())
+        lease = await self._acquire(blob, name)
+        renewer = asyncio.create_task(self._renew(lease, name))
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            try:
+                await lease.release()
+            except Exception as exc:  # noqa: BLE001 - the lease expires by itself
+                _log.warning("could not release the rotation lease of '%s' (%s); it expires in %d s",
+                             name, type(exc).__name__, self.lease_seconds)
+
+    async def _acquire(self, blob: Any, name: str) -> Any:
+        from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+        from azure.storage.blob.aio import BlobLeaseClient
+
+        deadline = time.monotonic() + self.wait_seconds
+        delay = self.poll_seconds
+        created = False
+        while True:
+            lease = BlobLeaseClient(blob)
+            try:
+                await lease.acquire(lease_duration=self.lease_seconds)
+                return lease
+            except ResourceNotFoundError:
+                if created:
+                    raise LockUnavailable(f"The lease blob for '{name}' vanished while being created; retry.") from None
+                await self._create(blob)
+                created = True
+                continue
+            except HttpResponseError as exc:
+                if exc.status_code != 409:
+                    raise self._unavailable(exc) from exc
+            except AzureError as exc:
+                raise self._unavailable(exc) from exc
+            if time.monotonic() + delay > deadline:
+                raise SecretBusy(f"Another instance is rotating secret '{name}'; retry in a minute.",
+                                 field="name", retry_after=self.lease_seconds)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _create(self, blob: Any) -> None:
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+        try:
+            await blob.upload_blob(b"", overwrite=False)
+        except ResourceNotFoundError:  # the container is missing: create it, then the blob
+            try:
+                await self.container.create_container()
+            except ResourceExistsError:
+                pass
+            await self._create(blob)
+        except ResourceExistsError:
+            pass
+        except HttpResponseError as exc:
+            if exc.status_code not in (409, 412):  # exists, or leased by someone else: both fine
+                raise self._unavailable(exc) from exc
+
+    async def _renew(self, lease: Any, name: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await lease.renew()
+            except Exception as exc:  # noqa: BLE001 - the vault re-check still guards the write
+                _log.error("rotation lease of '%s' could not be renewed (%s)", name, type(exc).__name__)
+
+    @staticmethod
+    def _unavailable(exc: BaseException) -> LockUnavailable:
+        return LockUnavailable(
+            "The rotation lock store (AzureWebJobsStorage) could not be used "
+            f"({type(exc).__name__}{': HTTP ' + str(exc.status_code) if getattr(exc, 'status_code', None) else ''}). "
+            "Check the AzureWebJobsStorage setting and the identity's 'Storage Blob Data Contributor' role, "
+            "or set ROTATION_LOCK=off to rely on the in-process lock and the vault re-check alone.")
+
+
+_lease: tuple[int, BlobLeaseLock, Any, Any] | None = None
+
+
+async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
+    """The process's blob lease lock when settings ask for one (ROTATION_LOCK auto/blob), built once per loop."""
+    global _lease
+    wanted = settings.rotation_lock == "blob" or (settings.rotation_lock == "auto" and settings.lock_storage_configured)
+    if not wanted:
+        return None
+    loop_id = id(asyncio.get_running_loop())
+    if _lease is not None and _lease[0] == loop_id:
+        return _lease[1]
+    await close_lease_lock()
+    from azure.storage.blob.aio import BlobServiceClient
+
+    credential = None
+    if settings.storage_blob_uri:
+        from .keyvault import build_credential
+
+        credential = build_credential(settings)
+        service = BlobServiceClient(account_url=settings.storage_blob_uri, credential=credential)
+    else:
+        assert settings.storage_connection_string is not None
+        service = BlobServiceClient.from_connection_string(settings.storage_connection_string)
+    lock = BlobLeaseLock(service.get_container_client(LOCK_CONTAINER), wait_seconds=settings.rotation_lock_wait_seconds)
+    _lease = (loop_id, lock, service, credential)
+    return lock
+
+
+async def close_lease_lock() -> None:
+    global _lease
+    held, _lease = _lease, None
+    if held is not None:
+        await held[2].close()
+        if held[3] is not None:
+            await held[3].close()

@@ -14,6 +14,7 @@ from typing import Literal, Mapping
 from urllib.parse import urlparse
 
 CredentialKind = Literal["managed_identity", "default"]
+RotationLock = Literal["auto", "blob", "off"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -53,6 +54,20 @@ class Settings:
     cleanup_keep_versions: int = 2
     cleanup_purge_grace_days: float = 7.0
     cleanup_expired_grace_days: float = 30.0
+    # Serialization of rotations across instances: a blob lease per secret name in AzureWebJobsStorage.
+    rotation_lock: RotationLock = "auto"
+    rotation_lock_wait_seconds: float = 20.0
+    storage_connection_string: str | None = None
+    storage_blob_uri: str | None = None
+
+    @property
+    def lock_storage_configured(self) -> bool:
+        """Storage the lease can use: identity-based, or a connection string other than the local emulator's
+        shortcut (which `auto` ignores so `make run` works without Azurite; ROTATION_LOCK=blob uses it)."""
+        if self.storage_blob_uri:
+            return True
+        raw = (self.storage_connection_string or "").strip()
+        return bool(raw) and raw.lower() != "usedevelopmentstorage=true"
 
     @property
     def is_loopback_vault(self) -> bool:
@@ -116,6 +131,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not _NAME_PREFIX.match(prefix):
         raise SettingsError("SECRETS_NAME_PREFIX", "may contain only letters, digits and dashes")
 
+    rotation_lock = (_optional(env, "ROTATION_LOCK") or "auto").lower()
+    if rotation_lock not in ("auto", "blob", "off"):
+        raise SettingsError("ROTATION_LOCK", f"expected auto, blob or off, got {rotation_lock!r}")
+
     settings = Settings(
         vault_url=vault_url.rstrip("/"),
         client_id=_optional(env, "AZURE_CLIENT_ID"),
@@ -137,7 +156,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cleanup_keep_versions=int(_number(env, "CLEANUP_KEEP_VERSIONS", Settings.cleanup_keep_versions, minimum=1)),
         cleanup_purge_grace_days=_number(env, "CLEANUP_PURGE_GRACE_DAYS", Settings.cleanup_purge_grace_days),
         cleanup_expired_grace_days=_number(env, "CLEANUP_EXPIRED_GRACE_DAYS", Settings.cleanup_expired_grace_days),
+        rotation_lock=rotation_lock,  # type: ignore[arg-type]
+        rotation_lock_wait_seconds=_number(env, "ROTATION_LOCK_WAIT_SECONDS", Settings.rotation_lock_wait_seconds),
+        storage_connection_string=_optional(env, "AzureWebJobsStorage"),
+        storage_blob_uri=_optional(env, "AzureWebJobsStorage__blobServiceUri"),
     )
+    if settings.rotation_lock == "blob" and not (settings.storage_blob_uri or settings.storage_connection_string):
+        raise SettingsError(
+            "ROTATION_LOCK",
+            "is blob, but neither AzureWebJobsStorage nor AzureWebJobsStorage__blobServiceUri is set",
+        )
     if not settings.verify_challenge_resource and not settings.is_loopback_vault:
         raise SettingsError(
             "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",

@@ -11,9 +11,13 @@ from .results import Outcome, RotationResult, SweepSummary, last_summaries
 async def default_engine() -> RotationEngine:
     """An engine on the process's shared client and settings."""
     from ..keyvault import get_secret_client
+    from ..locks import lease_lock_for
     from ..settings import get_settings
+    from .engine import PROCESS_LOCKS
 
-    return RotationEngine(await get_secret_client(), get_settings())
+    settings = get_settings()
+    PROCESS_LOCKS.distributed = await lease_lock_for(settings)
+    return RotationEngine(await get_secret_client(), settings)
 
 
 __all__ = ["RotationEngine", "RotationRequest", "RotationPolicy", "SecretStatus", "Outcome", "RotationResult",

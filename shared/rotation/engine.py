@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable
 
 from ..audit import audited
 from ..errors import DomainError, VaultCall, from_vault_error
-from ..locks import Coalescer, SecretLocks
+from ..locks import Coalescer, LockUnavailable, SecretBusy, SecretLocks
 from ..settings import Settings
 from .history import SecretHistory
 from .policy import (
@@ -113,8 +113,14 @@ class RotationEngine:
         return await self.coalescer.run(key, lambda: self._rotate_serialized(name, request, raise_errors=True))
 
     async def _rotate_serialized(self, name: str, request: RotationRequest, *, raise_errors: bool) -> RotationResult:
-        async with self.locks.hold(name):
-            return await self._rotate_locked(name, request, raise_errors=raise_errors)
+        try:
+            async with self.locks.hold(name):
+                return await self._rotate_locked(name, request, raise_errors=raise_errors)
+        except (SecretBusy, LockUnavailable) as exc:
+            if raise_errors:
+                raise
+            outcome = Outcome.DEFERRED if isinstance(exc, SecretBusy) else Outcome.FAILED
+            return RotationResult(name, outcome, exc.message, error_code=exc.code, dry_run=request.dry_run)
 
     async def history(self, name: str) -> SecretHistory:
         """All versions' properties (no values): the re-check a write is based on."""

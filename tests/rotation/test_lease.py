@@ -1,0 +1,111 @@
+"""Serialization across instances: a blob lease per secret name in AzureWebJobsStorage (Azurite here).
+
+Two "instances" are two engines with their own process locks, coalescers and storage clients, sharing only
+the vault and the storage account — as two Function hosts do."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shared.locks import LOCK_CONTAINER, BlobLeaseLock, Coalescer, SecretLocks
+from shared.rotation.engine import RotationRequest
+from shared.rotation.results import Outcome
+from tests.fixtures.rotation import seed, versions_of
+
+pytestmark = pytest.mark.usefixtures("rotation_env")
+
+
+@pytest.fixture
+async def storage(azurite: str) -> Any:
+    """Two independent blob service clients (one per instance) on the same Azurite account."""
+    from azure.storage.blob.aio import BlobServiceClient
+
+    clients = [BlobServiceClient.from_connection_string(azurite) for _ in range(2)]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def instance(make_engine: Any, lease: BlobLeaseLock | None, hook: Any) -> Any:
+    return make_engine(locks=SecretLocks(distributed=lease), coalescer=Coalescer(), hook=hook)
+
+
+async def race_two_instances(make_engine: Any, name: str, leases: list[BlobLeaseLock | None]) -> list[Any]:
+    """Both instances rotate `name` on demand; each waits (up to 1 s) at the decision for the other to get there."""
+    arrived = [asyncio.Event(), asyncio.Event()]
+
+    def hook_for(me: int) -> Any:
+        async def hook(step: str, secret: str) -> None:
+            if step == "decided" and secret == name:
+                arrived[me].set()
+                try:
+                    await asyncio.wait_for(arrived[1 - me].wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+
+        return hook
+
+    engines = [instance(make_engine, leases[i], hook_for(i)) for i in range(2)]
+    return await asyncio.gather(*(e.rotate(name, RotationRequest(trigger="http", force=True)) for e in engines))
+
+
+async def test_the_lease_makes_two_instances_rotate_once(
+        kv_client: Any, make_engine: Any, vault_clock: Any, storage: list[Any]) -> None:
+    now = vault_clock.now()
+    await seed(kv_client, [dict(name=n, value="x", tags={"ValidityPeriodDays": "60"},
+                                expires_on=now + timedelta(days=3)) for n in ("leased", "unleased")])
+    leases = [BlobLeaseLock(c.get_container_client(LOCK_CONTAINER), wait_seconds=10) for c in storage]
+    results = await race_two_instances(make_engine, "leased", leases)
+    assert sorted(r.outcome for r in results) == sorted([Outcome.ROTATED, Outcome.ALREADY_ROTATED])
+    assert results[0].version == results[1].version
+    assert len(await versions_of(kv_client, "leased")) == 2
+
+    # Control: the same race without the lease gets past the re-check on both instances.
+    unleased = await race_two_instances(make_engine, "unleased", [None, None])
+    assert [r.outcome for r in unleased] == [Outcome.ROTATED, Outcome.ROTATED]
+    assert len(await versions_of(kv_client, "unleased")) == 3
+
+
+async def test_a_name_leased_elsewhere_is_deferred_then_rotated(
+        kv_client: Any, make_engine: Any, vault_clock: Any, storage: list[Any]) -> None:
+    from azure.storage.blob.aio import BlobLeaseClient
+
+    now = vault_clock.now()
+    await seed(kv_client, [dict(name="busy", value="x", tags={"ValidityPeriodDays": "60"},
+                                expires_on=now + timedelta(days=3))])
+    other = BlobLeaseLock(storage[1].get_container_client(LOCK_CONTAINER))
+    async with other.hold("busy"):  # another instance is working on it
+        mine = BlobLeaseLock(storage[0].get_container_client(LOCK_CONTAINER), wait_seconds=0.3)
+        deferred = await instance(make_engine, mine, None).sweep()
+        assert deferred.outcomes == {"Deferred": 1} and deferred.remaining == 1
+    assert len(await versions_of(kv_client, "busy")) == 1
+    done = await instance(make_engine, mine, None).sweep()
+    assert done.outcomes == {"Rotated": 1}
+    blob = storage[0].get_container_client(LOCK_CONTAINER).get_blob_client("busy")
+    assert (await blob.get_blob_properties()).lease.state == "available"  # released after use
+    lease = BlobLeaseClient(blob)
+    await lease.acquire(lease_duration=15)  # and acquirable again
+    await lease.release()
+
+
+async def test_the_app_uses_the_lease_when_rotation_lock_is_blob(
+        kv_client: Any, azurite: str, storage: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from blueprints import rotation
+    from shared.settings import get_settings
+    from tests.fixtures.app import InProcessApi, SecretValues
+
+    monkeypatch.setenv("ROTATION_LOCK", "blob")
+    monkeypatch.setenv("AzureWebJobsStorage", azurite)
+    get_settings.cache_clear()
+    await seed(kv_client, [dict(name="via-app", value="x", tags={"ValidityPeriodDays": "60"})])
+    answer = await InProcessApi(SecretValues()).call(
+        rotation.rotate_secret, "POST", "/api/secrets/via-app/rotate", route_params={"name": "via-app"})
+    assert answer.status == 200 and answer.json["outcome"] == "Rotated", answer.text
+    names = [b.name async for b in storage[0].get_container_client(LOCK_CONTAINER).list_blobs()]
+    assert "via-app" in names
