@@ -22,6 +22,9 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 LOCK_CONTAINER = "secret-rotation-locks"
+# A lock that cannot be had quickly is better reported than waited for: a few short storage retries only.
+LEASE_STORE_RETRY: dict[str, int] = {"initial_backoff": 1, "increment_base": 2, "retry_total": 2,
+                                     "random_jitter_range": 1}
 
 
 class SecretBusy(DomainError):
@@ -194,17 +197,26 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
     if _lease is not None and _lease[0] == loop_id:
         return _lease[1]
     await close_lease_lock()
-    from azure.storage.blob.aio import BlobServiceClient
+    try:
+        from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
+    except ImportError:
+        if settings.rotation_lock == "blob":
+            raise LockUnavailable("ROTATION_LOCK=blob needs the azure-storage-blob package; add it to "
+                                  "requirements.txt") from None
+        _log.warning("azure-storage-blob is not installed: rotations are serialized per process only "
+                     "(add it to requirements.txt, or set ROTATION_LOCK=off to silence this)")
+        return None
 
+    options: dict[str, Any] = {"retry_policy": ExponentialRetry(**LEASE_STORE_RETRY)}
     credential = None
     if settings.storage_blob_uri:
         from .keyvault import build_credential
 
         credential = build_credential(settings)
-        service = BlobServiceClient(account_url=settings.storage_blob_uri, credential=credential)
+        service = BlobServiceClient(account_url=settings.storage_blob_uri, credential=credential, **options)
     else:
         assert settings.storage_connection_string is not None
-        service = BlobServiceClient.from_connection_string(settings.storage_connection_string)
+        service = BlobServiceClient.from_connection_string(settings.storage_connection_string, **options)
     lock = BlobLeaseLock(service.get_container_client(LOCK_CONTAINER), wait_seconds=settings.rotation_lock_wait_seconds)
     _lease = (loop_id, lock, service, credential)
     return lock

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared.locks import LOCK_CONTAINER, BlobLeaseLock, Coalescer, SecretLocks
+from shared.locks import LEASE_STORE_RETRY, LOCK_CONTAINER, BlobLeaseLock, Coalescer, SecretLocks
 from shared.rotation.engine import RotationRequest
 from shared.rotation.results import Outcome
 from tests.fixtures.rotation import seed, versions_of
@@ -109,3 +109,28 @@ async def test_the_app_uses_the_lease_when_rotation_lock_is_blob(
     assert answer.status == 200 and answer.json["outcome"] == "Rotated", answer.text
     names = [b.name async for b in storage[0].get_container_client(LOCK_CONTAINER).list_blobs()]
     assert "via-app" in names
+
+
+async def test_an_unreachable_lock_store_is_a_503_that_says_what_to_check(
+        kv_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from blueprints import rotation
+    from shared.settings import get_settings
+    from tests.fixtures.app import InProcessApi, SecretValues
+    from tests.fixtures.rotation import AZURITE_ACCOUNT, AZURITE_KEY
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setitem(LEASE_STORE_RETRY, "retry_total", 0)  # keep the test quick; the mapping is the point
+    monkeypatch.setenv("ROTATION_LOCK", "blob")
+    monkeypatch.setenv("AzureWebJobsStorage", f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+                       f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
+    get_settings.cache_clear()
+    await seed(kv_client, [dict(name="no-store", value="x", tags={"ValidityPeriodDays": "60"})])
+    answer = await InProcessApi(SecretValues()).call(
+        rotation.rotate_secret, "POST", "/api/secrets/no-store/rotate", route_params={"name": "no-store"})
+    assert answer.status == 503 and answer.error["code"] == "LockUnavailable"
+    assert "AzureWebJobsStorage" in answer.error["message"] and "ROTATION_LOCK=off" in answer.error["message"]
+    assert len(await versions_of(kv_client, "no-store")) == 1
