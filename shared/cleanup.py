@@ -24,7 +24,7 @@ from .audit import audited
 from .errors import DomainError, VaultCall, from_vault_error
 from .locks import LockUnavailable, SecretBusy, SecretLocks
 from .rotation.engine import PROCESS_LOCKS, utc_now
-from .rotation.history import SecretHistory
+from .rotation.history import SecretHistory, read_history
 from .rotation.policy import (
     DEFAULT_OVERLAP_DAYS,
     TAG_DELETE_EXPIRED,
@@ -248,22 +248,14 @@ class CleanupEngine:
         return summary
 
     async def _history(self, name: str, record: Callable[[CleanupStep], None]) -> SecretHistory | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        versions: list[VersionInfo] = []
         try:
-            async for page in self.calls.pages(
-                "GetSecretVersions", self.client.list_properties_of_secret_versions(name, max_page_size=25)
-            ):
-                versions.extend(VersionInfo.from_properties(p) for p in page)
-        except ResourceNotFoundError:
-            return None
+            history = await read_history(self.calls, self.client, name)
         except Exception as exc:  # noqa: BLE001 - one secret's failure is counted, the sweep goes on
             error = from_vault_error(exc, VaultCall(name, "metadata"))
             record(CleanupStep(CleanupAction.DISABLE_VERSION, name, error.message, outcome=CleanupOutcome.FAILED,
                                error_code=error.code))
             return None
-        return SecretHistory.from_versions(name, versions)
+        return history if history.versions else None
 
     async def _act(self, step: CleanupStep, dry_run: bool, record: Callable[[CleanupStep], None],
                    history: SecretHistory | None = None) -> None:

@@ -22,7 +22,7 @@ from ..audit import audited
 from ..errors import DomainError, VaultCall, from_vault_error
 from ..locks import Coalescer, LockUnavailable, SecretBusy, SecretLocks
 from ..settings import Settings
-from .history import SecretHistory
+from .history import SecretHistory, read_history
 from .policy import (
     STATE_PENDING,
     TAG_OPERATION,
@@ -124,17 +124,7 @@ class RotationEngine:
 
     async def history(self, name: str) -> SecretHistory:
         """All versions' properties (no values): the re-check a write is based on."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        versions: list[VersionInfo] = []
-        try:
-            async for page in self.calls.pages(
-                "GetSecretVersions", self.client.list_properties_of_secret_versions(name, max_page_size=25)
-            ):
-                versions.extend(VersionInfo.from_properties(p) for p in page)
-        except ResourceNotFoundError:
-            pass
-        return SecretHistory.from_versions(name, versions)
+        return await read_history(self.calls, self.client, name)
 
     async def _rotate_locked(self, name: str, request: RotationRequest, *, raise_errors: bool) -> RotationResult:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Any, Sequence
 
 from .policy import VersionInfo
 
@@ -67,3 +67,17 @@ class SecretHistory:
             if info.version == version:
                 found = True
         return None
+
+
+async def read_history(calls: Any, client: Any, name: str) -> SecretHistory:
+    """All versions' properties (never values), 25 per page; empty when the secret does not exist."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    versions: list[VersionInfo] = []
+    try:
+        async for page in calls.pages("GetSecretVersions",
+                                      client.list_properties_of_secret_versions(name, max_page_size=25)):
+            versions.extend(VersionInfo.from_properties(p) for p in page)
+    except ResourceNotFoundError:
+        pass
+    return SecretHistory.from_versions(name, versions)
