@@ -388,11 +388,20 @@ class RotationEngine:
         try:
             await producer
             await asyncio.gather(*workers)
-        except BaseException:
+        except BaseException as exc:
             producer.cancel()
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(producer, *workers, return_exceptions=True)
+            if isinstance(exc, Exception):  # the vault could not be listed: say so in the run's summary
+                error = exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))
+                summary.listing_complete = False
+                summary.errors.append({"name": "*", "code": error.code, "reason": error.message})
+                summary.finish(self.calls.transactions - base[0], self.calls.retries - base[1],
+                               self.calls.throttled - base[2])
+                summary.log()
+                if error is not exc:
+                    raise error from exc
             raise
         summary.finish(self.calls.transactions - base[0], self.calls.retries - base[1],
                        self.calls.throttled - base[2])

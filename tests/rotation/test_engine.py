@@ -120,3 +120,25 @@ async def test_time_budget_stops_cleanly_and_the_next_run_continues(
     assert stopped.remaining == stopped.outcomes.get("Deferred", 0)
     finished = await make_engine().sweep()
     assert finished.outcomes == {"Rotated": 30}
+
+
+async def test_a_vault_that_cannot_be_listed_fails_the_run_with_a_summary(
+        vault: Any, vault_control: Any, vault_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.errors import VaultUnavailable
+    from shared.rotation.engine import RotationEngine
+    from shared.settings import get_settings
+    from tests.fixtures.rotation import fast_calls
+    from tests.fixtures.vault import aclose_client, make_aio_client
+
+    caplog.set_level("INFO", logger="secrets.summary")
+    client = make_aio_client(vault, retry_total=0)  # no SDK retries: the engine's own (fast) ones are under test
+    vault_control.set_faults("GetSecrets", 500, rate=1.0)
+    try:
+        with pytest.raises(VaultUnavailable, match="HTTP 500"):
+            await RotationEngine(client, get_settings(), now=vault_clock.now, calls=fast_calls()).sweep()
+    finally:
+        vault_control.clear_faults()
+        await aclose_client(client)
+    [record] = [r for r in caplog.records if r.name == "secrets.summary"]
+    assert record.summary["listingComplete"] is False  # type: ignore[attr-defined]
+    assert record.summary["errors"][0]["code"] == "VaultUnavailable"  # type: ignore[attr-defined]
