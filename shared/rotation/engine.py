@@ -393,7 +393,10 @@ class RotationEngine:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(producer, *workers, return_exceptions=True)
-            if isinstance(exc, Exception):  # the vault could not be listed: say so in the run's summary
+            from azure.core.exceptions import AzureError
+
+            if isinstance(exc, (DomainError, AzureError, OSError, asyncio.TimeoutError)):
+                # the vault could not be listed: say so in the run's summary
                 error = exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))
                 summary.listing_complete = False
                 summary.errors.append({"name": "*", "code": error.code, "reason": error.message})
