@@ -96,17 +96,21 @@ async def test_dry_run_changes_nothing(kv_client: Any, make_engine: Any, vault_c
 
 async def test_throttled_patch_without_retry_after_is_retried_by_the_engine(
         kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any) -> None:
+    from tests.fixtures.rotation import fast_calls
+
     now = vault_clock.now()
+    count = 20
     await seed(kv_client, [dict(name=f"t{i}", value="x", tags={"ValidityPeriodDays": "60"},
-                                expires_on=now + timedelta(days=1)) for i in range(6)])
-    vault_control.set_faults("UpdateSecret", 429, rate=0.6, retry_after=None)
+                                expires_on=now + timedelta(days=1)) for i in range(count)])
+    vault_control.set_faults("UpdateSecret", 429, rate=0.4, retry_after=None)
     vault_control.set_faults("SetSecret", 429, rate=0.3, retry_after=0.05)
-    engine = make_engine()
-    summary = await engine.sweep()
+    calls = fast_calls()
+    calls.backoff = type(calls.backoff)(attempts=12, base=0.01, maximum=0.05)  # 0.4**12: never exhausted
+    summary = await make_engine(calls=calls).sweep()
     vault_control.clear_faults()
-    assert summary.outcomes == {"Rotated": 6}, summary.errors
+    assert summary.outcomes == {"Rotated": count}, summary.errors
     assert summary.throttled > 0 and vault_control.stats()["statuses"].get("429", 0) > 0
-    for i in range(6):
+    for i in range(count):
         assert [v.enabled for v in await versions_of(kv_client, f"t{i}")].count(True) == 2
 
 
