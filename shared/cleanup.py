@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from .audit import audited
-from .errors import DomainError, VaultCall, from_vault_error
+from .errors import VAULT_FAILURES, DomainError, VaultCall, from_vault_error
 from .locks import LockUnavailable, SecretBusy, SecretLocks
 from .rotation.engine import PROCESS_LOCKS, utc_now
 from .rotation.history import SecretHistory, read_history
@@ -206,42 +206,64 @@ class CleanupEngine:
                                    outcome=CleanupOutcome.DEFERRED if busy else CleanupOutcome.FAILED,
                                    error_code=exc.code))
 
-        listing_done = False
-        async for page in self.calls.pages("GetSecrets", self.client.list_properties_of_secrets(max_page_size=25)):
-            summary.pages += 1
-            for props in page:
-                summary.listed += 1
-                current = VersionInfo.from_properties(props)
-                if not self._in_scope(current):
-                    continue
-                summary.managed += 1
-                tasks.append(asyncio.create_task(bounded(tidy(current))))
-            if time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS:
-                last_progress = time.monotonic()
-                _log.info("cleanup sweep: %d listed, %d in scope, outcomes %s", summary.listed, summary.managed,
-                          dict(summary.outcomes))
-            if time.monotonic() > deadline:
-                summary.listing_complete = False
-                break
-        else:
-            listing_done = True
-        await asyncio.gather(*tasks)
-
-        if listing_done and time.monotonic() <= deadline:
-            async for page in self.calls.pages("GetDeletedSecrets", self.client.list_deleted_secrets(max_page_size=25)):
+        async def run() -> None:
+            nonlocal last_progress
+            listing_done = False
+            live_pages = self.client.list_properties_of_secrets(max_page_size=25)
+            async for page in self.calls.pages("GetSecrets", live_pages):
                 summary.pages += 1
-                for deleted in page:
-                    step = plan_purge(deleted, self.now(), self.settings)
-                    if step is None:
+                for props in page:
+                    summary.listed += 1
+                    current = VersionInfo.from_properties(props)
+                    if not self._in_scope(current):
                         continue
-                    if step.outcome is CleanupOutcome.PURGE_NOT_ALLOWED:
-                        record(step)
-                    else:
-                        tasks.append(asyncio.create_task(bounded(self._act(step, dry_run, record))))
+                    summary.managed += 1
+                    tasks.append(asyncio.create_task(bounded(tidy(current))))
+                if time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS:
+                    last_progress = time.monotonic()
+                    _log.info("cleanup sweep: %d listed, %d in scope, outcomes %s", summary.listed,
+                              summary.managed, dict(summary.outcomes))
                 if time.monotonic() > deadline:
                     summary.listing_complete = False
                     break
+            else:
+                listing_done = True
             await asyncio.gather(*tasks)
+
+            if listing_done and time.monotonic() <= deadline:
+                deleted_pages = self.client.list_deleted_secrets(max_page_size=25)
+                async for page in self.calls.pages("GetDeletedSecrets", deleted_pages):
+                    summary.pages += 1
+                    for deleted in page:
+                        step = plan_purge(deleted, self.now(), self.settings)
+                        if step is None:
+                            continue
+                        if step.outcome is CleanupOutcome.PURGE_NOT_ALLOWED:
+                            record(step)
+                        else:
+                            tasks.append(asyncio.create_task(bounded(self._act(step, dry_run, record))))
+                    if time.monotonic() > deadline:
+                        summary.listing_complete = False
+                        break
+                await asyncio.gather(*tasks)
+
+        try:
+            await run()
+        except BaseException as exc:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if not isinstance(exc, (DomainError, *VAULT_FAILURES)):
+                raise
+            # the vault could not be listed: say so in the run's summary, then fail the run with advice
+            error = exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))
+            summary.listing_failed(error)
+            summary.finish(self.calls.transactions - base[0], self.calls.retries - base[1],
+                           self.calls.throttled - base[2])
+            summary.log()
+            if error is exc:
+                raise
+            raise error from exc
         summary.finish(self.calls.transactions - base[0], self.calls.retries - base[1], self.calls.throttled - base[2])
         summary.log()
         remember(summary)

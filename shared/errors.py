@@ -10,6 +10,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
+# What the vault or the network can cause; anything else is a bug and must surface as one, unmapped.
+VAULT_FAILURES: tuple[type[BaseException], ...] = (AzureError, asyncio.TimeoutError, OSError)
+
 # The role a caller's managed identity needs for each kind of vault call (named in 403 mappings).
 ROLE_FOR_ACCESS = {
     "metadata": "Key Vault Reader (or Key Vault Secrets User)",

@@ -107,6 +107,11 @@ class SweepSummary:
         if result.outcome is Outcome.FAILED:
             self.errors.append({"name": result.name, "code": result.error_code or "Error", "reason": result.reason})
 
+    def listing_failed(self, error: DomainError) -> None:
+        """The vault could not be listed: the run is incomplete and its summary names the reason."""
+        self.listing_complete = False
+        self.errors.append({"name": "*", "code": error.code, "reason": error.message})
+
     def finish(self, transactions: int, retries: int, throttled: int) -> "SweepSummary":
         self.duration_seconds = round(time.perf_counter() - self._started, 3)
         self.transactions, self.retries, self.throttled = transactions, retries, throttled

@@ -103,3 +103,20 @@ async def test_purge_needs_ownership_grace_and_the_setting_and_reports_purge_pro
     purged = await make_cleanup().sweep()
     assert purged.outcomes == {"Purge:Done": 1}
     assert [d.name async for d in kv_client.list_deleted_secrets()] == ["gone-other"]
+
+
+async def test_a_vault_whose_deleted_secrets_cannot_be_listed_fails_the_run_with_a_summary(
+        kv_client: Any, make_cleanup: Any, vault_control: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.errors import VaultAccessDenied
+
+    caplog.set_level("INFO", logger="secrets.summary")
+    await seed(kv_client, [dict(name="kept", value="x", tags=OWNED)])
+    vault_control.set_faults("GetDeletedSecrets", 403, rate=1.0)
+    try:
+        with pytest.raises(VaultAccessDenied, match="Grant it"):
+            await make_cleanup().sweep()
+    finally:
+        vault_control.clear_faults()
+    [record] = [r for r in caplog.records if r.name == "secrets.summary"]
+    assert record.summary["listingComplete"] is False  # type: ignore[attr-defined]
+    assert record.summary["errors"][0]["code"] == "VaultAccessDenied"  # type: ignore[attr-defined]

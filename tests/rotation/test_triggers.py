@@ -134,3 +134,14 @@ async def test_timer_events_and_twenty_on_demand_requests_at_once_make_one_versi
     assert all(a["version"] == new_version for a in answers), answers
     assert {a["outcome"] for a in answers} <= {"Rotated", "AlreadyRotated"}
     assert vault_control.stats()["operations"]["SetSecret"] == 2
+
+
+async def test_plan_maps_a_vault_that_refuses_the_cleanup_listing(
+        kv_client: Any, api: InProcessApi, vault_control: Any) -> None:
+    vault_control.set_faults("GetDeletedSecrets", 403, rate=1.0)
+    try:
+        plan = await api.call(rotation.rotation_plan, "GET", "/api/rotation/plan")
+    finally:
+        vault_control.clear_faults()
+    assert plan.status == 502, plan.json
+    assert plan.error["code"] == "VaultAccessDenied" and "role" in plan.error["message"]
