@@ -6,13 +6,10 @@ what requests use: settings, credential, challenge, token, TLS and the role to l
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
-from azure.core.exceptions import AzureError
-
-from .errors import VaultCall, from_vault_error
+from .errors import VAULT_FAILURES, VaultCall, from_vault_error
 from .keyvault import get_secret_client
 from .settings import SettingsError, get_settings
 
@@ -45,7 +42,7 @@ async def probe_vault() -> Readiness:
             await pages.__anext__()
         except StopAsyncIteration:
             pass
-    except (AzureError, asyncio.TimeoutError, OSError) as exc:
+    except VAULT_FAILURES as exc:
         error = from_vault_error(exc, VaultCall(None, "write"))  # name the role the app needs to work
         return Readiness(False, settings.vault_url, elapsed(), error.code, error.message)
     return Readiness(True, settings.vault_url, elapsed())

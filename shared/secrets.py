@@ -13,7 +13,6 @@ A `generate` request is never identical.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
@@ -22,11 +21,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlparse
 
-from azure.core.exceptions import AzureError
-
 from . import generator
 from .audit import audited
 from .errors import (
+    VAULT_FAILURES,
     InvalidRequest,
     SecretDisabled,
     SecretNotFound,
@@ -48,8 +46,6 @@ if TYPE_CHECKING:
     from azure.keyvault.secrets import DeletedSecret, KeyVaultSecret, SecretProperties
     from azure.keyvault.secrets.aio import SecretClient
 
-# Failures the vault or the network can cause; anything else is a bug and must surface as one.
-_VAULT_FAILURES = (AzureError, asyncio.TimeoutError, OSError)
 # The SDK polls delete/recover completion every 2 s by default; the service is usually faster.
 _POLL_SECONDS = 0.5
 
@@ -170,7 +166,7 @@ async def _vault(call: VaultCall, awaitable: Any) -> Any:
     """Await a vault call, turning vault/network failures into DomainErrors worded for `call`."""
     try:
         return await awaitable
-    except _VAULT_FAILURES as exc:
+    except VAULT_FAILURES as exc:
         raise from_vault_error(exc, call) from exc
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from ..audit import audited
-from ..errors import DomainError, VaultCall, from_vault_error
+from ..errors import VAULT_FAILURES, DomainError, VaultCall, from_vault_error
 from ..locks import Coalescer, LockUnavailable, SecretBusy, SecretLocks
 from ..settings import Settings
 from .history import SecretHistory, read_history
@@ -134,11 +134,7 @@ class RotationEngine:
                 raise exc if isinstance(exc, DomainError) else RotationPolicyInvalid(str(exc), field="tags")
             return RotationResult(name, Outcome.FAILED, getattr(exc, "message", str(exc)),
                                   error_code=getattr(exc, "code", "RotationPolicyInvalid"), dry_run=request.dry_run)
-        except Exception as exc:  # noqa: BLE001 - vault errors become domain errors with advice
-            from azure.core.exceptions import AzureError
-
-            if not isinstance(exc, (AzureError, OSError, asyncio.TimeoutError)):
-                raise
+        except VAULT_FAILURES as exc:  # vault errors become domain errors with advice; bugs propagate
             error = from_vault_error(exc, VaultCall(name, "write"))
             if raise_errors:
                 raise error from exc
@@ -393,13 +389,10 @@ class RotationEngine:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(producer, *workers, return_exceptions=True)
-            from azure.core.exceptions import AzureError
-
-            if isinstance(exc, (DomainError, AzureError, OSError, asyncio.TimeoutError)):
+            if isinstance(exc, (DomainError, *VAULT_FAILURES)):
                 # the vault could not be listed: say so in the run's summary
                 error = exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))
-                summary.listing_complete = False
-                summary.errors.append({"name": "*", "code": error.code, "reason": error.message})
+                summary.listing_failed(error)
                 summary.finish(self.calls.transactions - base[0], self.calls.retries - base[1],
                                self.calls.throttled - base[2])
                 summary.log()
