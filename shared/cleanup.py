@@ -272,7 +272,7 @@ class CleanupEngine:
     async def _history(self, name: str, record: Callable[[CleanupStep], None]) -> SecretHistory | None:
         try:
             history = await read_history(self.calls, self.client, name)
-        except Exception as exc:  # noqa: BLE001 - one secret's failure is counted, the sweep goes on
+        except VAULT_FAILURES as exc:  # one secret's vault failure is counted, the sweep goes on; bugs surface
             error = from_vault_error(exc, VaultCall(name, "metadata"))
             record(CleanupStep(CleanupAction.DISABLE_VERSION, name, error.message, outcome=CleanupOutcome.FAILED,
                                error_code=error.code))
@@ -316,7 +316,7 @@ class CleanupEngine:
         except DomainError as exc:
             step.outcome, step.error_code = CleanupOutcome.FAILED, exc.code
             step.reason += f"; failed: {exc.message}"
-        except Exception as exc:  # noqa: BLE001
+        except VAULT_FAILURES as exc:  # transport failures; a bug is not a vault failure and surfaces
             error = from_vault_error(exc, VaultCall(step.name, "write"))
             step.outcome, step.error_code = CleanupOutcome.FAILED, error.code
             step.reason += f"; failed: {error.message}"
