@@ -14,10 +14,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-# Azurite (npm) for the cross-instance lock tests; skipped with a named reason where Node.js is absent.
+# npm dev tools for tests: Azurite (cross-instance lock) and the JavaScript Key Vault SDK (interop);
+# those tests skip with a named reason where Node.js is absent.
 $(NODE_STAMP): package.json package-lock.json
 	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
-	else echo "npm not found: the blob-lease tests will be skipped (they need Azurite)"; fi
+	else echo "npm not found: the blob-lease and JavaScript SDK tests will be skipped (they need Node.js)"; fi
 
 run: $(STAMP)   ## local Key Vault + identity endpoint + Functions host
 	$(PY) -m localdev $(ARGS)
