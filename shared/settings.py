@@ -6,6 +6,7 @@ so a misconfigured app fails with a message that says what to fix instead of a s
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -95,9 +96,19 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         value = float(raw)
     except ValueError:
         raise SettingsError(name, f"expected a number, got {raw!r}") from None
+    if not math.isfinite(value):  # nan passes every comparison and inf overflows timedelta: refuse both here
+        raise SettingsError(name, f"expected a finite number, got {raw!r}")
     if value < minimum:
         raise SettingsError(name, f"must be at least {minimum:g}, got {raw!r}")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    """A whole-number setting: '2.5' is refused rather than silently truncated."""
+    value = _number(env, name, default, minimum=minimum)
+    if not float(value).is_integer():
+        raise SettingsError(name, f"expected a whole number, got {env.get(name)!r}")
+    return int(value)
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -145,15 +156,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         owner_tag=_optional(env, "SECRETS_OWNER_TAG") or Settings.owner_tag,
         owner_value=_optional(env, "SECRETS_OWNER_VALUE") or Settings.owner_value,
         allow_adopt=_bool(env, "SECRETS_ALLOW_ADOPT", False),
-        retry_total=int(_number(env, "KEY_VAULT_RETRY_TOTAL", Settings.retry_total)),
+        retry_total=_count(env, "KEY_VAULT_RETRY_TOTAL", Settings.retry_total),
         request_timeout_seconds=_number(env, "KEY_VAULT_TIMEOUT_SECONDS", Settings.request_timeout_seconds, minimum=1),
         rotation_min_interval_seconds=_number(
             env, "ROTATION_MIN_INTERVAL_SECONDS", Settings.rotation_min_interval_seconds
         ),
         rotation_budget_seconds=_number(env, "ROTATION_BUDGET_SECONDS", Settings.rotation_budget_seconds, minimum=1),
-        rotation_concurrency=int(_number(env, "ROTATION_CONCURRENCY", Settings.rotation_concurrency, minimum=1)),
+        rotation_concurrency=_count(env, "ROTATION_CONCURRENCY", Settings.rotation_concurrency, minimum=1),
         cleanup_allow_purge=_bool(env, "CLEANUP_ALLOW_PURGE", False),
-        cleanup_keep_versions=int(_number(env, "CLEANUP_KEEP_VERSIONS", Settings.cleanup_keep_versions, minimum=1)),
+        cleanup_keep_versions=_count(env, "CLEANUP_KEEP_VERSIONS", Settings.cleanup_keep_versions, minimum=1),
         cleanup_purge_grace_days=_number(env, "CLEANUP_PURGE_GRACE_DAYS", Settings.cleanup_purge_grace_days),
         cleanup_expired_grace_days=_number(env, "CLEANUP_EXPIRED_GRACE_DAYS", Settings.cleanup_expired_grace_days),
         rotation_lock=rotation_lock,  # type: ignore[arg-type]
@@ -164,7 +175,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if settings.rotation_lock == "blob" and not (settings.storage_blob_uri or settings.storage_connection_string):
         raise SettingsError(
             "ROTATION_LOCK",
-            "is blob, but neither AzureWebJobsStorage nor AzureWebJobsStorage__blobServiceUri is set",
+            "is blob, but neither AzureWebJobsStorage nor AzureWebJobsStorage__blobServiceUri is set; set one "
+            "of them, or ROTATION_LOCK=auto (lease when storage is configured) or off",
         )
     if not settings.verify_challenge_resource and not settings.is_loopback_vault:
         raise SettingsError(
