@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlparse
 
+from azure.core.exceptions import HttpResponseError
+
 from . import generator
 from .audit import audited
 from .errors import (
@@ -353,7 +355,20 @@ async def list_page(query: ListQuery) -> SecretPage:
                 items.append(SecretMetadata.of(props))
         return SecretPage(items, _encode_token(pages.continuation_token))
 
-    return await _vault(VaultCall(None, "metadata"), first_page())
+    call = VaultCall(None, "metadata")
+    try:
+        return await first_page()
+    except HttpResponseError as exc:
+        if link is not None and exc.status_code == 400:
+            # The vault refused the page the token names (forged, stale or from another vault): the caller's
+            # fault, and retrying the same token cannot help.
+            raise InvalidRequest(
+                "continuationToken is not one this API returned, or it has expired; start again without it.",
+                field="continuationToken",
+            ) from None
+        raise from_vault_error(exc, call) from exc
+    except VAULT_FAILURES as exc:
+        raise from_vault_error(exc, call) from exc
 
 
 async def delete(name: str, *, caller: str | None = None) -> DeletedSecretInfo:

@@ -84,6 +84,18 @@ async def test_a_forged_continuation_token_is_400_and_never_leaves_the_vault(
     assert (await api.list({"maxresults": "26"})).status == 400
 
 
+@pytest.mark.parametrize("query", [b"$skiptoken=garbage", b"maxresults=999", b"maxresults=abc"])
+async def test_a_token_the_vault_rejects_is_the_callers_400_not_a_vault_outage(
+    api: InProcessApi, secret_values: SecretValues, query: bytes
+) -> None:
+    import base64
+
+    await api.put("app-page", {"value": secret_values.new()})
+    response = await api.list({"continuationToken": base64.urlsafe_b64encode(query).decode()})
+    assert response.status == 400, response.text
+    assert response.error["target"] == "continuationToken" and "without it" in response.error["message"]
+
+
 async def test_delete_and_recover_shapes(api: InProcessApi, secret_values, vault_control) -> None:
     created = (await api.put("app-del", {"value": secret_values.new()})).json
     deleted = await api.delete("app-del")
