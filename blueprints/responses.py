@@ -52,7 +52,7 @@ def answers_json(handler: HttpFunction) -> HttpFunction:
             return error_response(error)
         except SettingsError as error:
             _log.error("configuration problem: %s", error)
-            return error_response(ConfigurationError(f"{error}. Fix the app setting and restart the app."))
+            return error_response(ConfigurationError.of(error))
         except Exception as error:  # a bug: log its type and where, never its message (it could quote input)
             where = "".join(traceback.format_tb(error.__traceback__))
             _log.error("unexpected %s in %s\n%s", type(error).__name__, handler.__name__, where)

@@ -96,6 +96,11 @@ class VaultTimeout(DomainError):
 class ConfigurationError(DomainError):
     status, code = 500, "ConfigurationError"
 
+    @classmethod
+    def of(cls, problem: Exception) -> "ConfigurationError":
+        """A settings problem (its message names the setting) plus what to do: one wording for every caller."""
+        return cls(f"{str(problem).rstrip('.')}. Fix the app setting and restart the app.")
+
 
 @dataclass(frozen=True)
 class VaultCall:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .errors import VAULT_FAILURES, VaultCall, from_vault_error
+from .errors import VAULT_FAILURES, ConfigurationError, VaultCall, from_vault_error
 from .keyvault import get_secret_client
 from .settings import SettingsError, get_settings
 
@@ -32,9 +32,8 @@ async def probe_vault() -> Readiness:
     try:
         settings = get_settings()
     except SettingsError as exc:
-        return Readiness(
-            False, None, elapsed(), "ConfigurationError", f"{exc}. Fix the app setting and restart."
-        )
+        error = ConfigurationError.of(exc)
+        return Readiness(False, None, elapsed(), error.code, error.message)
     try:
         client = await get_secret_client()
         pages = client.list_properties_of_secrets(max_page_size=1).by_page()

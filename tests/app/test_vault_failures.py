@@ -68,4 +68,7 @@ async def test_a_missing_setting_is_a_configuration_error_naming_it(
     assert "KEY_VAULT_URL" in response.error["message"]
     health = await api.health({"ready": "1"})
     assert health.status == 503 and "KEY_VAULT_URL" in health.json["error"]["message"]
+    # One wording from one place, ending in what to do (no doubled full stop before it).
+    assert health.json["error"] == response.error
+    assert ".." not in response.error["message"] and response.error["message"].endswith("restart the app.")
     assert (await api.health()).json == {"status": "alive"}
