@@ -32,6 +32,23 @@ MIN_LENGTH = 16  # 16 hex characters is 64 bits: the weakest value this app will
 MAX_LENGTH = 1024
 
 
+class GeneratorSpecError(ValueError):
+    """A length or alphabet the generator refuses; `part` ("length" or "alphabet") says which."""
+
+    def __init__(self, part: str, problem: str) -> None:
+        super().__init__(f"{part} {problem}")
+        self.part = part
+        self.problem = problem
+
+
+def check_spec(length: object, alphabet: object) -> None:
+    """The one rule for what may be generated: HTTP `generate` bodies and rotation tags both apply it."""
+    if type(length) is not int or not MIN_LENGTH <= length <= MAX_LENGTH:
+        raise GeneratorSpecError("length", f"must be an integer from {MIN_LENGTH} to {MAX_LENGTH}")
+    if not isinstance(alphabet, str) or alphabet not in ALPHABETS:  # a JSON list or object is unhashable
+        raise GeneratorSpecError("alphabet", f"must be one of: {', '.join(ALPHABETS)}")
+
+
 def entropy_bits(length: int, alphabet: str) -> float:
     """Bits of entropy of a value of `length` symbols drawn uniformly from the preset."""
     return length * math.log2(len(ALPHABETS[alphabet]))
@@ -39,9 +56,6 @@ def entropy_bits(length: int, alphabet: str) -> float:
 
 def generate_value(length: int = DEFAULT_LENGTH, alphabet: str = DEFAULT_ALPHABET) -> str:
     """A uniformly random value; `secrets.choice` draws from the OS CSPRNG without modulo bias."""
-    if alphabet not in ALPHABETS:
-        raise ValueError(f"unknown alphabet {alphabet!r}; use one of {', '.join(ALPHABETS)}")
-    if not MIN_LENGTH <= length <= MAX_LENGTH:
-        raise ValueError(f"length must be between {MIN_LENGTH} and {MAX_LENGTH}")
+    check_spec(length, alphabet)
     symbols = ALPHABETS[alphabet]
     return "".join(secrets.choice(symbols) for _ in range(length))

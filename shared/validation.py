@@ -150,16 +150,11 @@ def _generate(body: Mapping[str, Any]) -> GenerateSpec | None:
             field=f"generate.{unknown[0]}",
         )
     length = raw.get("length", generator.DEFAULT_LENGTH)
-    if type(length) is not int or not generator.MIN_LENGTH <= length <= generator.MAX_LENGTH:
-        raise InvalidRequest(
-            f"generate.length must be an integer from {generator.MIN_LENGTH} to {generator.MAX_LENGTH}.",
-            field="generate.length",
-        )
     alphabet = raw.get("alphabet", generator.DEFAULT_ALPHABET)
-    if alphabet not in generator.ALPHABETS:
-        raise InvalidRequest(
-            f"generate.alphabet must be one of: {', '.join(generator.ALPHABETS)}.", field="generate.alphabet"
-        )
+    try:
+        generator.check_spec(length, alphabet)
+    except generator.GeneratorSpecError as exc:
+        raise InvalidRequest(f"generate.{exc.part} {exc.problem}.", field=f"generate.{exc.part}") from None
     return GenerateSpec(length=length, alphabet=alphabet)
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Awaitable, Callable, Mapping, Protocol
 
 from .. import generator
-from .policy import PolicyError, RotationPolicy, VersionInfo
+from .policy import TAG_ALPHABET, TAG_LENGTH, PolicyError, RotationPolicy, VersionInfo
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,11 @@ class RandomValueRotator:
 
     def validate(self, policy: RotationPolicy) -> None:
         length, alphabet = self._spec(policy)
-        if alphabet not in generator.ALPHABETS:
-            raise PolicyError(f"tag RotationAlphabet={alphabet!r} is unknown; use one of {', '.join(generator.ALPHABETS)}")
-        if not generator.MIN_LENGTH <= length <= generator.MAX_LENGTH:
-            raise PolicyError(
-                f"tag RotationLength={length} must be between {generator.MIN_LENGTH} and {generator.MAX_LENGTH}"
-            )
+        try:
+            generator.check_spec(length, alphabet)
+        except generator.GeneratorSpecError as exc:
+            tag, value = (TAG_LENGTH, length) if exc.part == "length" else (TAG_ALPHABET, alphabet)
+            raise PolicyError(f"tag {tag}={value!r} {exc.problem}") from None
 
     async def create_pending(self, ctx: RotationContext) -> PendingCredential:
         length, alphabet = self._spec(ctx.policy)

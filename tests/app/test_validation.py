@@ -62,6 +62,8 @@ def test_value_limit_is_25600_utf8_bytes_not_characters() -> None:
         ({"generate": {"length": True}}, "generate.length"),
         ({"generate": {"length": 32.0}}, "generate.length"),
         ({"generate": {"alphabet": "emoji"}}, "generate.alphabet"),
+        ({"generate": {"alphabet": ["hex"]}}, "generate.alphabet"),  # unhashable: was a TypeError (500)
+        ({"generate": {"alphabet": {"hex": 1}}}, "generate.alphabet"),
         ({"generate": {"size": 3}}, "generate.size"),
         ({"generate": "long"}, "generate"),
         ({"value": "x", "contentType": "t" * 256}, "contentType"),
