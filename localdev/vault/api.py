@@ -20,7 +20,9 @@ from . import errors
 from .auth import CHALLENGE, MISSING_TOKEN, TokenAuthority
 from .control import FaultPlan, RequestStats
 from .limits import Throttle
-from .store import SecretAttributesInput, SecretRecord, SecretVersion, VaultStore, decode_marker, encode_marker
+from .store import (
+    SecretAttributesInput, SecretRecord, SecretVersion, SoftDeletePolicy, VaultStore, decode_marker, encode_marker,
+)
 
 
 STABLE_API_VERSIONS = ("2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01", "2026-04-01")
@@ -35,14 +37,22 @@ SERVICE_VERSION = "1.9.0.0-localdev"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+def _dumps(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
-    response = web.Response(
-        status=status, body=json.dumps(body, separators=(",", ":")).encode(),
-        content_type="application/json", charset="utf-8",
-    )
+    return _json_bytes(status, _dumps(body), headers)
+
+
+def _json_bytes(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    all_headers = {"Content-Type": JSON_CONTENT_TYPE}
     if headers:
-        response.headers.update(headers)
-    return response
+        all_headers.update(headers)
+    return web.Response(status=status, body=body, headers=all_headers)
 
 
 def _int(value: Any, field: str) -> int | None:
@@ -102,6 +112,9 @@ class VaultApi:
         self.faults = faults
         self.latency = 0.0
         self.vault_url = ""
+        # name -> (version, policy, vault_url, JSON of its list item): a sweep lists every secret on every run,
+        # and most have not changed since the last one
+        self._listed: dict[str, tuple[SecretVersion, SoftDeletePolicy, str, bytes]] = {}
 
     # ---- assembly ---------------------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:
@@ -191,6 +204,10 @@ class VaultApi:
     def _ok(self, body: object) -> web.Response:
         return _json(200, body, self._headers())
 
+    def forget_listed(self) -> None:
+        """Drop the cached list items (the store was reset)."""
+        self._listed.clear()
+
     # ---- shapes -----------------------------------------------------------------------------------
     def _attributes(self, v: SecretVersion) -> dict[str, Any]:
         attrs: dict[str, Any] = {"enabled": v.enabled}
@@ -212,6 +229,17 @@ class VaultApi:
         if v.tags is not None:
             item["tags"] = v.tags
         item["attributes"] = self._attributes(v)
+        return item
+
+    def _listed_item(self, record: SecretRecord) -> bytes:
+        """The list item's JSON, rebuilt only when the current version, the soft-delete policy or the URL changed
+        (versions are replaced, never changed in place, so identity tells)."""
+        current, policy = record.current, self.store.policy
+        cached = self._listed.get(record.key)
+        if cached is not None and cached[0] is current and cached[1] is policy and cached[2] == self.vault_url:
+            return cached[3]
+        item = _dumps(self._item(record, current, versioned=False))
+        self._listed[record.key] = (current, policy, self.vault_url, item)
         return item
 
     def _bundle(self, record: SecretRecord, v: SecretVersion, *, with_value: bool) -> dict[str, Any]:
@@ -280,10 +308,10 @@ class VaultApi:
         size = self._page_size(request)
         token = request.query.get("$skiptoken")
         records, marker = self.store.list_secrets(str(decode_marker(token)) if token else None, size)
-        return self._ok({
-            "value": [self._item(r, r.current, versioned=False) for r in records],
-            "nextLink": self._next_link(request, marker, size),
-        })
+        # the same bytes as dumping {"value": [...], "nextLink": ...} whole, from cached items
+        body = b'{"value":[' + b",".join([self._listed_item(r) for r in records]) + b'],"nextLink":' \
+            + _dumps(self._next_link(request, marker, size)) + b"}"
+        return _json_bytes(200, body, self._headers())
 
     async def list_versions(self, request: web.Request) -> web.Response:
         size = self._page_size(request)

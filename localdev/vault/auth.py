@@ -8,6 +8,7 @@ not log every client out.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import time
 import uuid
@@ -89,15 +90,21 @@ class Identity:
     system_assigned: bool = False
 
     def may(self, action: str) -> bool:
-        action = action.lower()
-        return any(
-            fnmatch.fnmatchcase(action, pattern.lower())
-            for role in self.roles
-            for pattern in ROLE_DATA_ACTIONS[role]
-        )
+        return _roles_allow(self.roles, action)
 
     def caller(self) -> str:
         return f"appid={self.client_id};oid={self.object_id};iss={ISSUER}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _roles_allow(roles: tuple[str, ...], action: str) -> bool:
+    """Whether any role's data actions match; memoized, as every request asks the same few questions."""
+    action = action.lower()
+    return any(
+        fnmatch.fnmatchcase(action, pattern.lower())
+        for role in roles
+        for pattern in ROLE_DATA_ACTIONS[role]
+    )
 
 
 def make_identity(name: str, roles: list[str], *, system_assigned: bool = False,

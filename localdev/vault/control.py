@@ -124,34 +124,35 @@ class ControlApi:
     def __init__(self, runtime: "VaultRuntime") -> None:
         self.runtime = runtime
 
-    def add_routes(self, app: web.Application) -> None:
-        r, p = app.router, "/_emulator"
-        r.add_get(f"{p}/health", self.health)
-        r.add_get(f"{p}/stats", self.stats)
-        r.add_post(f"{p}/reset", self.reset)
-        r.add_get(f"{p}/clock", self.clock)
-        r.add_post(f"{p}/clock", self.advance_clock)
-        r.add_get(f"{p}/faults", self.faults)
-        r.add_put(f"{p}/faults", self.set_faults)
-        r.add_delete(f"{p}/faults", self.clear_faults)
-        r.add_put(f"{p}/latency", self.set_latency)
-        r.add_get(f"{p}/throttling", self.throttling)
-        r.add_put(f"{p}/throttling", self.set_throttling)
-        r.add_put(f"{p}/soft-delete", self.set_soft_delete)
-        r.add_put(f"{p}/operation-latency", self.set_operation_latency)
-        r.add_post(f"{p}/tokens", self.issue_token)
-        r.add_post(f"{p}/events/check", self.check_events)
+    def app(self) -> web.Application:
+        """The /_emulator sub-application: its loopback check runs for these routes only, not on every vault call."""
+        app = web.Application(middlewares=[self.loopback_only])
+        r = app.router
+        r.add_get("/health", self.health)
+        r.add_get("/stats", self.stats)
+        r.add_post("/reset", self.reset)
+        r.add_get("/clock", self.clock)
+        r.add_post("/clock", self.advance_clock)
+        r.add_get("/faults", self.faults)
+        r.add_put("/faults", self.set_faults)
+        r.add_delete("/faults", self.clear_faults)
+        r.add_put("/latency", self.set_latency)
+        r.add_get("/throttling", self.throttling)
+        r.add_put("/throttling", self.set_throttling)
+        r.add_put("/soft-delete", self.set_soft_delete)
+        r.add_put("/operation-latency", self.set_operation_latency)
+        r.add_post("/tokens", self.issue_token)
+        r.add_post("/events/check", self.check_events)
+        return app
 
     @web.middleware
     async def loopback_only(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith("/_emulator/"):
-            if not _loopback(request):
-                return web.json_response({"error": "test controls answer loopback callers only"}, status=403)
-            try:
-                return await handler(request)
-            except (ValueError, KeyError, TypeError) as exc:
-                return web.json_response({"error": f"bad control request: {exc}"}, status=400)
-        return await handler(request)
+        if not _loopback(request):
+            return web.json_response({"error": "test controls answer loopback callers only"}, status=403)
+        try:
+            return await handler(request)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"bad control request: {exc}"}, status=400)
 
     @staticmethod
     async def _json(request: web.Request) -> dict[str, Any]:

@@ -122,6 +122,7 @@ class VaultRuntime:
     def reset(self) -> None:
         """Empty vault, zero stats, no faults, no clock offset, startup latency/throttling/soft-delete settings."""
         self.store.reset()
+        self.api.forget_listed()
         self.api.stats.reset()
         self._apply_startup_settings()
         if self.publisher is not None:
@@ -231,9 +232,9 @@ async def start_vault(config: VaultConfig) -> RunningVault:
         runtime = VaultRuntime(config, tls)
         header = config.identity_header or secrets.token_urlsafe(24)
         control = ControlApi(runtime)
-        app = web.Application(middlewares=[control.loopback_only, runtime.api.gate], client_max_size=1024 * 1024)
+        app = web.Application(middlewares=[runtime.api.gate], client_max_size=1024 * 1024)
         runtime.api.add_routes(app)
-        control.add_routes(app)
+        app.add_subapp("/_emulator", control.app())
         identity = IdentityEndpoint(runtime.authority, header, config.token_lifetime)
         vault_runner, port = await _serve(app, _vault_hosts(config.host), config.port, tls.server_context())
         try:

@@ -158,6 +158,28 @@ def test_next_link_is_absolute_with_opaque_skiptoken(raw, vault) -> None:
     assert second["nextLink"] is None
 
 
+def test_listing_shows_every_change(raw, vault_control) -> None:
+    """List items are cached between sweeps: each kind of change must still show in the next listing."""
+    def listed() -> dict:
+        return raw.call("GET", "/secrets").json()["value"][0]
+
+    raw.call("PUT", "/secrets/cached", json={"value": "v", "tags": {"a": "1"}})
+    first = listed()
+    assert first["tags"] == {"a": "1"} and listed() == first
+    raw.call("PATCH", "/secrets/cached/", json={"tags": {"a": "2"}, "attributes": {"exp": 1893456000}})
+    assert listed()["tags"] == {"a": "2"} and listed()["attributes"]["exp"] == 1893456000
+    raw.call("PUT", "/secrets/cached", json={"value": "v2", "contentType": "text/plain"})
+    assert listed()["contentType"] == "text/plain" and "tags" not in listed()
+    vault_control.set_soft_delete(retention_days=7)
+    assert listed()["attributes"]["recoverableDays"] == 7
+    assert listed()["attributes"]["recoveryLevel"] == "CustomizedRecoverable+Purgeable"
+    raw.call("DELETE", "/secrets/cached")
+    assert raw.call("GET", "/secrets").json()["value"] == []
+    vault_control.reset()
+    raw.call("PUT", "/secrets/cached", json={"value": "v"})
+    assert "tags" not in listed() and listed()["attributes"]["recoverableDays"] == 90
+
+
 @pytest.mark.parametrize("api_version", ["2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6",
                                          "2025-07-01", "2026-04-01", "7.6-preview.2", "2025-06-01-preview",
                                          "2026-01-01-preview", "2026-03-01-preview"])
