@@ -10,6 +10,7 @@ exponentially — throttling slows a sweep, it never fails it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -88,10 +89,11 @@ def retry_after_seconds(exc: BaseException) -> float | None:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+    from azure.core.exceptions import HttpResponseError, IncompleteReadError, ServiceRequestError, ServiceResponseError
 
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError, asyncio.TimeoutError, ConnectionError)):
-        return True
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError, asyncio.TimeoutError,
+                        ConnectionError)):
+        return True  # IncompleteReadError: the connection broke mid-body (a streamed read, outside the SDK's retry)
     if isinstance(exc, HttpResponseError):
         status = exc.status_code or 0
         if status == 409:
@@ -158,9 +160,12 @@ async def listed_secrets(calls: VaultCalls, client: Any) -> AsyncIterator[list[A
 
     async def fetch(url: str) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
-            response = await client.send_request(HttpRequest("GET", url, headers={"Accept": "application/json"}))
+            # stream=True: the pipeline's ContentDecodePolicy would parse the page once more than needed
+            response = await client.send_request(
+                HttpRequest("GET", url, headers={"Accept": "application/json"}), stream=True)
+            await response.read()
             response.raise_for_status()
-            return response.json()
+            return json.loads(response.content)  # JSON is UTF-8 (RFC 8259): no charset sniffing
 
         return await calls.call("GetSecrets", once)
 
@@ -169,7 +174,13 @@ async def listed_secrets(calls: VaultCalls, client: Any) -> AsyncIterator[list[A
         while pending is not None:
             body = await pending
             next_link = body.get("nextLink")
-            pending = asyncio.ensure_future(fetch(next_link)) if next_link else None
+            if next_link:
+                pending = asyncio.ensure_future(fetch(next_link))
+                # let that request reach the wire before the caller spends CPU on this page: a task only
+                # starts at the loop's next turn, and deciding a page does not give the loop one
+                await asyncio.sleep(0)
+            else:
+                pending = None
             yield list(body.get("value") or [])
     finally:
         if pending is not None and not pending.done():

@@ -146,3 +146,13 @@ async def test_a_vault_that_cannot_be_listed_fails_the_run_with_a_summary(
     [record] = [r for r in caplog.records if r.name == "secrets.summary"]
     assert record.summary["listingComplete"] is False  # type: ignore[attr-defined]
     assert record.summary["errors"][0]["code"] == "VaultUnavailable"  # type: ignore[attr-defined]
+
+
+def test_a_page_cut_short_mid_body_is_retried() -> None:
+    """Pages are read outside the SDK's retry (stream=True), so the sweep's own retry must cover a broken body."""
+    from azure.core.exceptions import HttpResponseError, IncompleteReadError
+
+    from shared.rotation.throttle import is_retryable
+
+    assert is_retryable(IncompleteReadError("the connection closed before the page was read"))
+    assert not is_retryable(HttpResponseError("a refusal without a retryable status"))
