@@ -21,8 +21,6 @@ bp = func.Blueprint()
 _log = logging.getLogger(__name__)
 alert_log = logging.getLogger("secrets.alert")
 
-_TRANSIENT = {"VaultThrottled", "VaultUnavailable", "VaultTimeout", "LockUnavailable"}
-
 
 def _parts(event: Any) -> tuple[str, Any, str | None, str | None]:
     """(type, data, subject, id) of a func.EventGridEvent (event_type) or a func.CloudEvent (type)."""
@@ -59,7 +57,7 @@ async def keyvault_events(event: func.EventGridEvent) -> None:
         result = await engine.rotate(parsed.name, RotationRequest(
             trigger="event", expected_version=parsed.version, caller=f"eventgrid:{event_id}"))
     except DomainError as exc:
-        if exc.code in _TRANSIENT:
+        if exc.transient:
             raise  # Event Grid redelivers (retry policy of the subscription)
         _log.warning("keyvault_events: '%s' not rotated: %s %s", parsed.name, exc.code, exc.message)
         return

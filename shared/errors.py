@@ -29,6 +29,8 @@ class DomainError(Exception):
 
     status: int = 500
     code: str = "InternalError"
+    # True when the same call may succeed later unchanged (an event trigger raises these so it is redelivered).
+    transient: bool = False
 
     def __init__(self, message: str, *, field: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -82,15 +84,15 @@ class VaultAccessDenied(DomainError):
 
 
 class VaultThrottled(DomainError):
-    status, code = 503, "VaultThrottled"
+    status, code, transient = 503, "VaultThrottled", True
 
 
 class VaultUnavailable(DomainError):
-    status, code = 502, "VaultUnavailable"
+    status, code, transient = 502, "VaultUnavailable", True
 
 
 class VaultTimeout(DomainError):
-    status, code = 504, "VaultTimeout"
+    status, code, transient = 504, "VaultTimeout", True
 
 
 class ConfigurationError(DomainError):

@@ -36,7 +36,7 @@ class SecretBusy(DomainError):
 class LockUnavailable(DomainError):
     """The lease store (AzureWebJobsStorage) cannot be reached or refuses us."""
 
-    status, code = 503, "LockUnavailable"
+    status, code, transient = 503, "LockUnavailable", True
 
 
 class DistributedLock(Protocol):

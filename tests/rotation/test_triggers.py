@@ -145,3 +145,25 @@ async def test_plan_maps_a_vault_that_refuses_the_cleanup_listing(
         vault_control.clear_faults()
     assert plan.status == 502, plan.json
     assert plan.error["code"] == "VaultAccessDenied" and "role" in plan.error["message"]
+
+
+async def test_an_event_is_redelivered_only_for_a_transient_vault_failure(
+        kv_client: Any, vault_control: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.errors import VaultThrottled
+
+    now = datetime.now(timezone.utc)
+    [due] = await seed(kv_client, [dict(name="ev-fail", value="x", tags=TAGS, expires_on=now + timedelta(days=2))])
+    event = near_expiry("ev-fail", due.properties.version)
+    vault_control.set_faults("SetSecret", 403, rate=1.0)  # a missing role: redelivery cannot help
+    try:
+        await events.keyvault_events(event)
+    finally:
+        vault_control.clear_faults()
+    assert "not rotated: VaultAccessDenied" in caplog.text
+    vault_control.set_faults("GetSecretVersions", 429, rate=1.0, retry_after=0.01)  # throttled: Event Grid retries
+    try:
+        with pytest.raises(VaultThrottled):
+            await events.keyvault_events(event)
+    finally:
+        vault_control.clear_faults()
+    assert len(await versions_of(kv_client, "ev-fail")) == 1
