@@ -22,6 +22,7 @@ from ..audit import audited
 from ..errors import VAULT_FAILURES, DomainError, VaultCall, from_vault_error
 from ..locks import Coalescer, LockUnavailable, SecretBusy, SecretLocks
 from ..settings import Settings
+from ..validation import MAX_TAGS
 from .history import SecretHistory, read_history
 from .policy import (
     STATE_PENDING,
@@ -52,7 +53,6 @@ from .throttle import VaultCalls, listed_secrets
 
 _log = logging.getLogger(__name__)
 
-MAX_TAGS = 15
 PROGRESS_EVERY_SECONDS = 10.0
 
 # Step boundaries a crash can fall on (tests inject failures here through `hook`).

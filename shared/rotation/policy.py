@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
+from ..scope import name_in_scope
 from ..settings import Settings
 
 # The Azure samples' contract.
@@ -229,7 +230,7 @@ class Assessment:
 
 def is_managed(current: VersionInfo, settings: Settings) -> bool:
     """Rotation touches only secrets under the app's name prefix that carry a rotation tag."""
-    return current.name.lower().startswith(settings.name_prefix.lower()) and RotationPolicy.opted_in(current.tags)
+    return name_in_scope(current.name, settings) and RotationPolicy.opted_in(current.tags)
 
 
 def effective_expiry(current: VersionInfo, policy: RotationPolicy) -> datetime | None:
