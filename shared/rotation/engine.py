@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 from ..audit import audited
 from ..errors import VAULT_FAILURES, DomainError, VaultCall, from_vault_error
 from ..locks import Coalescer, LockUnavailable, SecretBusy, SecretLocks
+from ..scope import require_name_in_scope
 from ..settings import Settings
 from ..validation import MAX_TAGS
 from .history import SecretHistory, read_history
@@ -106,7 +107,8 @@ class RotationEngine:
     async def rotate(self, name: str, request: RotationRequest) -> RotationResult:
         """Rotate one secret now (on demand, or for an event). Concurrent callers for a name share one run.
 
-        Raises DomainError for what the caller must fix (not managed, bad policy, vault errors)."""
+        Raises DomainError for what the caller must fix (out of scope, not managed, bad policy, vault errors)."""
+        require_name_in_scope(name, self.settings)  # before any vault call, whichever trigger asks
         if request.dry_run:
             return await self._rotate_locked(name, request, raise_errors=True)
         key = f"{name}|{request.force}|{request.expected_version or ''}"

@@ -167,3 +167,17 @@ async def test_an_event_is_redelivered_only_for_a_transient_vault_failure(
     finally:
         vault_control.clear_faults()
     assert len(await versions_of(kv_client, "ev-fail")) == 1
+
+
+async def test_on_demand_rotation_outside_the_name_prefix_is_refused_before_any_vault_call(
+        api: InProcessApi, vault_control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("SECRETS_NAME_PREFIX", "app-")
+    get_settings.cache_clear()
+    before = vault_control.stats()["total"]
+    for params in ({}, {"dryRun": "true"}):
+        refused = await call_rotate(api, "other-secret", **params)
+        assert refused.status == 403 and refused.error["code"] == "OutOfScope", refused.text
+        assert "SECRETS_NAME_PREFIX" in refused.error["message"]
+    assert vault_control.stats()["total"] == before
