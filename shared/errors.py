@@ -91,6 +91,12 @@ class VaultUnavailable(DomainError):
     status, code, transient = 502, "VaultUnavailable", True
 
 
+class VaultRejectedRequest(DomainError):
+    """The vault called a request invalid (a 4xx we have no better name for): repeating it cannot help."""
+
+    status, code = 502, "VaultRejectedRequest"
+
+
 class VaultTimeout(DomainError):
     status, code, transient = 504, "VaultTimeout", True
 
@@ -203,6 +209,11 @@ def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
             return SecretNotFound(f"Secret '{call.name}' was not found in the vault.")
         if status == 409:
             return SecretConflict(f"Key Vault reported a conflict for {what}; retry later.")
+        if 400 <= status < 500:
+            return VaultRejectedRequest(
+                f"Key Vault refused the request for {what} (HTTP {status}); repeating it will not help. "
+                "Check the request against Key Vault's limits, and report it if this app sent it as asked."
+            )
         return VaultUnavailable(f"Key Vault answered HTTP {status} for {what}; retry later.")
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, OSError)):
         return VaultUnavailable(f"Key Vault could not be reached for {what}; check KEY_VAULT_URL and the network.")

@@ -70,7 +70,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         413: "The value is larger than 25,600 bytes (UTF-8), or the body is larger than 256 KiB.",
         415: "The body was not sent as Content-Type: application/json.",
         500: "The app is misconfigured (ConfigurationError names the setting) or hit a bug.",
-        502: "The app's managed identity lacks a Key Vault role (the message names it), or the vault failed.",
+        502: "The app's identity lacks a Key Vault role (the message names it), or the vault failed or refused.",
         503: "Key Vault is throttling; retry after Retry-After seconds.",
         504: "Key Vault did not answer in time (KEY_VAULT_TIMEOUT_SECONDS).",
     }

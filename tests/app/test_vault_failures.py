@@ -72,3 +72,16 @@ async def test_a_missing_setting_is_a_configuration_error_naming_it(
     assert health.json["error"] == response.error
     assert ".." not in response.error["message"] and response.error["message"].endswith("restart the app.")
     assert (await api.health()).json == {"status": "alive"}
+
+
+async def test_a_request_the_vault_refuses_is_not_answered_retry_later(
+    api: InProcessApi, secret_values, vault_control
+) -> None:
+    vault_control.set_faults("SetSecret", 400, 1.0)
+    try:
+        response = await api.put("app-refused", {"value": secret_values.new()})
+    finally:
+        vault_control.clear_faults()
+    assert response.status == 502 and response.error["code"] == "VaultRejectedRequest", response.text
+    assert "retry later" not in response.error["message"] and "HTTP 400" in response.error["message"]
+    assert vault_control.stats()["statuses"]["400"] == 1  # a 400 is not retried
