@@ -85,7 +85,11 @@ def _timespan(text: str | None, default: float) -> float:
     """`hh:mm:ss` (the retry decorator's interval format) in seconds."""
     if not text:
         return default
-    parts = [float(p) for p in str(text).split(":")]
+    try:
+        parts = [float(p) for p in str(text).split(":")]
+    except ValueError:
+        raise ValueError(f"retry interval {text!r} is not a time span; write it as hh:mm:ss, e.g. 00:00:30") \
+            from None
     while len(parts) < 3:
         parts.insert(0, 0.0)
     return parts[-3] * 3600 + parts[-2] * 60 + parts[-1]
@@ -108,9 +112,14 @@ class RetryPolicy:
         strategy = str(setting.get("strategy", "")).lower()
         if strategy not in ("fixed_delay", "exponential_backoff"):
             raise ValueError(f"retry strategy {strategy!r}: use fixed_delay or exponential_backoff")
+        try:
+            max_retry_count = int(setting.get("max_retry_count", 0))
+        except ValueError:
+            raise ValueError(f"retry max_retry_count {setting.get('max_retry_count')!r}: use a whole number "
+                             "(-1 retries forever)") from None
         return cls(
             strategy=strategy,
-            max_retry_count=int(setting.get("max_retry_count", 0)),
+            max_retry_count=max_retry_count,
             delay=_timespan(setting.get("delay_interval"), 0.0),
             minimum=_timespan(setting.get("minimum_interval"), 0.0),
             maximum=_timespan(setting.get("maximum_interval"), 0.0),

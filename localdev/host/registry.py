@@ -148,6 +148,12 @@ def _describe(function: Any, environ: Mapping[str, str]) -> RegisteredFunction:
         disabled=_is_disabled(name, environ),
         retry_policy=function.get_settings_dict("retry_policy"),
     )
+    from .invocation import RetryPolicy  # here, not at the top: invocation imports this module
+
+    try:  # read it now, so a bad policy stops the host at startup instead of failing every run
+        RetryPolicy.from_setting(entry.retry_policy)
+    except ValueError as exc:
+        raise FunctionLoadError(f"cannot load the {name} function: {exc}") from None
     unsupported = [b["type"] for b in bindings if b is not trigger_binding and b.get("name") != "$return"]
     if unsupported:
         raise FunctionLoadError(

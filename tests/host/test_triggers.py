@@ -265,3 +265,10 @@ async def test_no_auth_opens_admin_and_webhook(host_factory, http) -> None:
         assert resp.status == 202
     async with http.post(f"{running.base_url}/admin/functions/manual_timer", json={"input": ""}) as resp:
         assert resp.status == 202
+
+
+async def test_an_unreadable_retry_policy_is_a_startup_error_not_a_failed_run(host_factory) -> None:
+    from localdev.host import FunctionLoadError
+
+    with pytest.raises(FunctionLoadError, match=r"hourly.*'soon'.*hh:mm:ss"):
+        await host_factory("broken", script="bad_retry.py")
