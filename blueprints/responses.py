@@ -50,8 +50,7 @@ def answers_json(handler: HttpFunction) -> HttpFunction:
             return await handler(req)
         except DomainError as error:
             return error_response(error)
-        except SettingsError as error:
-            _log.error("configuration problem: %s", error)
+        except SettingsError as error:  # shared.settings has logged it with the advice
             return error_response(ConfigurationError.of(error))
         except Exception as error:  # a bug: log its type and where, never its message (it could quote input)
             where = "".join(traceback.format_tb(error.__traceback__))

@@ -6,6 +6,7 @@ so a misconfigured app fails with a message that says what to fix instead of a s
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -14,8 +15,12 @@ from functools import lru_cache
 from typing import Literal, Mapping
 from urllib.parse import urlparse
 
+from .errors import ConfigurationError
+
 CredentialKind = Literal["managed_identity", "default"]
 RotationLock = Literal["auto", "blob", "off"]
+
+_log = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -188,5 +193,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read on first use (never at import time)."""
-    return load_settings()
+    """The process-wide settings, read on first use (never at import time).
+
+    A bad setting is logged here, with what to do, because timer and Event Grid runs have no caller to
+    answer it to."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        _log.error("configuration problem: %s", ConfigurationError.of(exc).message)
+        raise

@@ -11,7 +11,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from blueprints import events, rotation
+from blueprints import cleanup, events, rotation
 from tests.fixtures.app import InProcessApi
 from tests.fixtures.rotation import seed, versions_of
 
@@ -181,3 +181,20 @@ async def test_on_demand_rotation_outside_the_name_prefix_is_refused_before_any_
         assert refused.status == 403 and refused.error["code"] == "OutOfScope", refused.text
         assert "SECRETS_NAME_PREFIX" in refused.error["message"]
     assert vault_control.stats()["total"] == before
+
+
+async def test_a_timer_run_without_a_setting_logs_which_one_to_fix(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The local host logs a failed run's exception type only, so the app itself must say what to fix."""
+    from azure.functions.timer import TimerRequest
+
+    from shared.settings import SettingsError, get_settings
+
+    monkeypatch.delenv("KEY_VAULT_URL")
+    get_settings.cache_clear()
+    for timer_function in (rotation.scheduled_rotation, cleanup.scheduled_cleanup):
+        caplog.clear()
+        with pytest.raises(SettingsError):
+            await timer_function(TimerRequest(past_due=False))
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert any("KEY_VAULT_URL" in m and "Fix the app setting" in m for m in errors), errors
