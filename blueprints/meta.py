@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.openapi import openapi_document
 from shared.readiness import probe_vault
 from shared.validation import parse_flag
 
+from .openapi import openapi_document
 from .responses import answers_json, json_response
 
 bp = func.Blueprint()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import schemathesis
 
+from blueprints.openapi import ROTATION_OUTCOMES, ROTATION_STATUSES, openapi_document
 from shared import generator, validation
-from shared.openapi import ROTATION_OUTCOMES, ROTATION_STATUSES, openapi_document
 from tests.fixtures.app import InProcessApi
 
 

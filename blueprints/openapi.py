@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document of the HTTP API, built from the same limits and presets the code enforces.
+"""The OpenAPI 3.1 document of the HTTP API (an HTTP concern, so it lives with the HTTP blueprints),
+built from the same limits and presets the code enforces.
 
 Limits come from shared.validation and alphabets from shared.generator, so the document cannot drift
 from what validation accepts. Served anonymously at GET /api/openapi.json (blueprints/meta.py).
@@ -9,8 +10,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from . import generator
-from .validation import (
+from shared import generator
+from shared.validation import (
     MAX_CONTENT_TYPE,
     MAX_RESULTS,
     MAX_TAG_NAME,
