@@ -11,7 +11,6 @@ import base64
 import binascii
 import json
 import logging
-import time
 import uuid
 from typing import Any, Awaitable, Callable
 
@@ -34,7 +33,6 @@ MAX_RESULTS = 25
 CONTROL_PREFIX = "/_emulator/"
 _log = logging.getLogger("localdev.vault")
 SERVICE_VERSION = "1.9.0.0-localdev"
-TIMER_SLACK = 0.001  # how late the event loop may wake a timer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,17 +53,6 @@ def _json_bytes(status: int, body: bytes, headers: dict[str, str] | None = None)
     if headers:
         all_headers.update(headers)
     return web.Response(status=status, body=body, headers=all_headers)
-
-
-async def delay(seconds: float) -> None:
-    """Wait `seconds`, to within ~0.1 ms: the event loop's timers wake up to 1 ms late (epoll counts whole
-    milliseconds), which on a 20 ms latency would add ~2.5% of unasked-for delay to every request. The last
-    millisecond is spent yielding to the loop, so other requests are served meanwhile."""
-    deadline = time.monotonic() + seconds
-    if seconds > TIMER_SLACK:
-        await asyncio.sleep(seconds - TIMER_SLACK)
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0)
 
 
 def _int(value: Any, field: str) -> int | None:
@@ -153,7 +140,7 @@ class VaultApi:
         if request.path.startswith(CONTROL_PREFIX):
             return await handler(request)
         if self.latency:
-            await delay(self.latency)
+            await asyncio.sleep(self.latency)
         route_name = request.match_info.route.name
         operation = route_name.partition("-")[0] if route_name else None
         authorization = request.headers.get("Authorization")
