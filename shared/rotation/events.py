@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from ..validation import NAME_PATTERN
+
 NEAR_EXPIRY = "Microsoft.KeyVault.SecretNearExpiry"
 EXPIRED = "Microsoft.KeyVault.SecretExpired"
 NEW_VERSION = "Microsoft.KeyVault.SecretNewVersionCreated"
@@ -78,6 +80,8 @@ def parse_event(event_type: str, data: Any, *, subject: str | None = None, event
             version = version or parts[-1]
     if not name:
         raise EventError("event names no secret: data.ObjectName, subject and data.Id are all missing")
+    if not NAME_PATTERN.match(str(name)):  # refused here: the vault would refuse it on every redelivery
+        raise EventError(f"data.ObjectName {str(name)[:130]!r} is not a Key Vault secret name")
     return KeyVaultEvent(
         event_id=event_id,
         event_type=(event_type or "").strip(),

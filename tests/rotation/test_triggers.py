@@ -198,3 +198,14 @@ async def test_a_timer_run_without_a_setting_logs_which_one_to_fix(
             await timer_function(TimerRequest(past_due=False))
         errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
         assert any("KEY_VAULT_URL" in m and "Fix the app setting" in m for m in errors), errors
+
+
+async def test_an_event_naming_no_valid_secret_is_ignored_without_a_vault_call(
+        kv_client: Any, vault_control: Any, caplog: pytest.LogCaptureFixture) -> None:
+    before = vault_control.stats()["total"]
+    for bad_name in ("a/b", "under_score", "x" * 128):
+        event = near_expiry("placeholder", "4" * 32)
+        event.get_json()["ObjectName"] = bad_name
+        await events.keyvault_events(event)  # neither raised (no redelivery) nor sent to the vault
+    assert vault_control.stats()["total"] == before
+    assert caplog.text.count("is not a Key Vault secret name") == 3
