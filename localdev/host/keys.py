@@ -42,6 +42,9 @@ class HostKeys:
                 existing = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
                 raise RuntimeError(f"{path} is not valid JSON ({exc}); delete it to generate new keys") from None
+            if not isinstance(existing, dict) or not all(isinstance(v, str) for v in existing.values()):
+                raise RuntimeError(f"{path} is not an object of key names to strings; "
+                                   "delete it to generate new keys")
         values = {name: existing.get(name) or _new_key() for name in cls.__dataclass_fields__}
         keys = cls(**values)
         if values != existing:

@@ -141,6 +141,15 @@ async def test_keys_are_generated_once_and_kept(host_factory, tmp_path) -> None:
     assert second.keys == first.keys
 
 
+@pytest.mark.parametrize("content", ["[]", '"key"', '{"masterKey": 5}'])
+def test_a_keys_file_of_the_wrong_shape_says_to_delete_it(tmp_path, content: str) -> None:
+    from localdev.host.keys import HostKeys
+
+    (tmp_path / "keys.json").write_text(content)
+    with pytest.raises(RuntimeError, match="delete it to generate new keys"):
+        HostKeys.load_or_create(tmp_path)
+
+
 async def test_response_written_faithfully(host, http) -> None:
     async with http.get(f"{host.base_url}/api/rich") as resp:
         assert resp.status == 201
