@@ -171,6 +171,13 @@ class CleanupEngine:
         tasks: list[asyncio.Task[None]] = []
         last_progress = time.monotonic()
 
+        def progress() -> None:
+            nonlocal last_progress
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS:
+                last_progress = time.monotonic()
+                _log.info("cleanup sweep: %d listed, %d in scope, outcomes %s", summary.listed, summary.managed,
+                          dict(summary.outcomes))
+
         def record(step: CleanupStep) -> None:
             summary.outcomes[f"{step.action.value}:{step.outcome.value}"] += 1
             if step.outcome is CleanupOutcome.DEFERRED:
@@ -179,6 +186,7 @@ class CleanupEngine:
                 summary.errors.append({"name": step.name, "code": step.error_code or "Error", "reason": step.reason})
             if include_items:
                 summary.items.append(step.to_dict())
+            progress()  # acting on a big vault outlasts its listing: report while steps complete too
 
         async def bounded(job: Any) -> None:
             async with semaphore:
@@ -207,7 +215,6 @@ class CleanupEngine:
                                    error_code=exc.code))
 
         async def run() -> None:
-            nonlocal last_progress
             listing_done = False
             live_pages = self.client.list_properties_of_secrets(max_page_size=25)
             async for page in self.calls.pages("GetSecrets", live_pages):
@@ -219,10 +226,7 @@ class CleanupEngine:
                         continue
                     summary.managed += 1
                     tasks.append(asyncio.create_task(bounded(tidy(current))))
-                if time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS:
-                    last_progress = time.monotonic()
-                    _log.info("cleanup sweep: %d listed, %d in scope, outcomes %s", summary.listed,
-                              summary.managed, dict(summary.outcomes))
+                progress()
                 if time.monotonic() > deadline:
                     summary.listing_complete = False
                     break

@@ -120,3 +120,19 @@ async def test_a_vault_whose_deleted_secrets_cannot_be_listed_fails_the_run_with
     [record] = [r for r in caplog.records if r.name == "secrets.summary"]
     assert record.summary["listingComplete"] is False  # type: ignore[attr-defined]
     assert record.summary["errors"][0]["code"] == "VaultAccessDenied"  # type: ignore[attr-defined]
+
+
+async def test_cleanup_logs_progress_while_it_acts_not_only_while_it_lists(
+        kv_client: Any, make_cleanup: Any, vault_clock: Any, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.cleanup
+
+    monkeypatch.setattr(shared.cleanup, "PROGRESS_EVERY_SECONDS", 0.0)  # every chance to report is taken
+    caplog.set_level("INFO", logger="shared.cleanup")
+    long_ago = vault_clock.now() - timedelta(days=40)
+    await seed(kv_client, [dict(name=f"exp-{i}", value="x", tags={**OWNED, "CleanupDeleteExpired": "true"},
+                                expires_on=long_ago) for i in range(3)])
+    summary = await make_cleanup().sweep(dry_run=True)
+    assert summary.pages == 2 and summary.outcomes == {"DeleteExpired:WouldDo": 3}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cleanup sweep:")]
+    assert len(lines) >= 4, lines  # one for the page of live secrets, then one per step acted on
