@@ -169,14 +169,9 @@ class CleanupEngine:
         base = (self.calls.transactions, self.calls.retries, self.calls.throttled)
         semaphore = asyncio.Semaphore(max(1, self.settings.rotation_concurrency))
         tasks: list[asyncio.Task[None]] = []
-        last_progress = time.monotonic()
 
         def progress() -> None:
-            nonlocal last_progress
-            if time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS:
-                last_progress = time.monotonic()
-                _log.info("cleanup sweep: %d listed, %d in scope, outcomes %s", summary.listed, summary.managed,
-                          dict(summary.outcomes))
+            summary.progress(_log, PROGRESS_EVERY_SECONDS)
 
         def record(step: CleanupStep) -> None:
             summary.outcomes[f"{step.action.value}:{step.outcome.value}"] += 1

@@ -313,14 +313,9 @@ class RotationEngine:
         base = (self.calls.transactions, self.calls.retries, self.calls.throttled)
         concurrency = max(1, self.settings.rotation_concurrency)
         queue: asyncio.Queue[tuple[VersionInfo, Assessment] | None] = asyncio.Queue(maxsize=concurrency * 4)
-        last_progress = time.monotonic()
 
         def progress() -> None:
-            nonlocal last_progress
-            if time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS:
-                last_progress = time.monotonic()
-                _log.info("rotation sweep: %d listed, %d managed, outcomes %s", summary.listed, summary.managed,
-                          dict(summary.outcomes))
+            summary.progress(_log, PROGRESS_EVERY_SECONDS)
 
         def note(info: VersionInfo, assessment: Assessment, result: RotationResult | None) -> None:
             if include_items:

@@ -99,6 +99,7 @@ class SweepSummary:
     errors: list[dict[str, str]] = field(default_factory=list)
     items: list[dict[str, Any]] = field(default_factory=list)  # per-secret detail (plan); not logged
     _started: float = field(default_factory=time.perf_counter, repr=False)
+    _last_progress: float = field(default_factory=time.monotonic, repr=False)
 
     def record(self, result: RotationResult) -> None:
         self.outcomes[result.outcome.value] += 1
@@ -106,6 +107,14 @@ class SweepSummary:
             self.remaining += 1
         if result.outcome is Outcome.FAILED:
             self.errors.append({"name": result.name, "code": result.error_code or "Error", "reason": result.reason})
+
+    def progress(self, log: logging.Logger, every_seconds: float) -> None:
+        """At most every `every_seconds`, log the counts so far: a long sweep is never silent until its summary."""
+        now = time.monotonic()
+        if now - self._last_progress >= every_seconds:
+            self._last_progress = now
+            log.info("%s sweep: %d listed, %d managed, outcomes %s", self.kind, self.listed, self.managed,
+                     dict(self.outcomes))
 
     def listing_failed(self, error: DomainError) -> None:
         """The vault could not be listed: the run is incomplete and its summary names the reason."""
