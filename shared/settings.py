@@ -55,6 +55,8 @@ class Settings:
     # Rotation and cleanup.
     rotation_min_interval_seconds: float = 60.0
     rotation_budget_seconds: float = 480.0
+    # Each of the plan's two dry runs; both together stay below the 230 s an HTTP response may take in Azure.
+    plan_budget_seconds: float = 100.0
     rotation_concurrency: int = 8
     cleanup_allow_purge: bool = False
     cleanup_keep_versions: int = 2
@@ -93,7 +95,8 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(name, f"expected true or false, got {raw!r}")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0,
+            maximum: float = math.inf) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -105,6 +108,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         raise SettingsError(name, f"expected a finite number, got {raw!r}")
     if value < minimum:
         raise SettingsError(name, f"must be at least {minimum:g}, got {raw!r}")
+    if value > maximum:
+        raise SettingsError(name, f"must be at most {maximum:g}, got {raw!r}")
     return value
 
 
@@ -167,6 +172,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "ROTATION_MIN_INTERVAL_SECONDS", Settings.rotation_min_interval_seconds
         ),
         rotation_budget_seconds=_number(env, "ROTATION_BUDGET_SECONDS", Settings.rotation_budget_seconds, minimum=1),
+        plan_budget_seconds=_number(env, "ROTATION_PLAN_BUDGET_SECONDS", Settings.plan_budget_seconds, maximum=110),
         rotation_concurrency=_count(env, "ROTATION_CONCURRENCY", Settings.rotation_concurrency, minimum=1),
         cleanup_allow_purge=_bool(env, "CLEANUP_ALLOW_PURGE", False),
         cleanup_keep_versions=_count(env, "CLEANUP_KEEP_VERSIONS", Settings.cleanup_keep_versions, minimum=1),

@@ -209,3 +209,22 @@ async def test_an_event_naming_no_valid_secret_is_ignored_without_a_vault_call(
         await events.keyvault_events(event)  # neither raised (no redelivery) nor sent to the vault
     assert vault_control.stats()["total"] == before
     assert caplog.text.count("is not a Key Vault secret name") == 3
+
+
+async def test_plan_stops_within_its_own_budget_and_says_the_listing_is_incomplete(
+        kv_client: Any, api: InProcessApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import get_settings
+
+    now = datetime.now(timezone.utc)
+    await seed(kv_client, [dict(name=f"pb{i}", value="x", tags=TAGS, expires_on=now + timedelta(days=3))
+                           for i in range(30)])
+    monkeypatch.setenv("ROTATION_PLAN_BUDGET_SECONDS", "0")  # the HTTP answer must not wait for a whole vault
+    get_settings.cache_clear()
+    plan = await api.call(rotation.rotation_plan, "GET", "/api/rotation/plan")
+    assert plan.status == 200
+    assert plan.json["rotation"]["listingComplete"] is False and plan.json["cleanup"]["listingComplete"] is False
+    assert plan.json["rotation"]["listed"] < 30  # stopped after the first page of 25
+    monkeypatch.setenv("ROTATION_PLAN_BUDGET_SECONDS", "111")
+    get_settings.cache_clear()
+    too_long = await api.call(rotation.rotation_plan, "GET", "/api/rotation/plan")
+    assert too_long.status == 500 and "ROTATION_PLAN_BUDGET_SECONDS" in too_long.error["message"]
