@@ -122,15 +122,21 @@ def app_environment(vault_env: dict[str, str]) -> dict[str, str]:
 
 
 def direct_client(env: dict[str, str]) -> tuple[Any, Any]:
-    """The baseline: the SDK on the same identity and TLS settings, without the app around it."""
+    """The baseline: the SDK on the same identity and TLS settings, without the app around it.
+
+    It gets the same pooled transport as the app: with `connection_verify=<CA file>` azure-core would
+    handshake on every request (a local-CA artefact; in Azure the system store pools), which would
+    flatter the app's ratio."""
     from azure.identity.aio import ManagedIdentityCredential
     from azure.keyvault.secrets.aio import SecretClient
+
+    from shared.keyvault import build_transport
 
     credential = ManagedIdentityCredential()
     client = SecretClient(
         env["KEY_VAULT_URL"],
         credential,
-        connection_verify=env["KEY_VAULT_CA_BUNDLE"],
+        transport=build_transport(env["KEY_VAULT_CA_BUNDLE"]),
         verify_challenge_resource=False,
     )
     return client, credential
