@@ -210,9 +210,12 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
     options: dict[str, Any] = {"retry_policy": ExponentialRetry(**LEASE_STORE_RETRY)}
     credential = None
     if settings.storage_blob_uri:
+        from dataclasses import replace
+
         from .keyvault import build_credential
 
-        credential = build_credential(settings)
+        # The storage connection's own identity (AzureWebJobsStorage__clientId), as the Functions host uses it.
+        credential = build_credential(replace(settings, client_id=settings.storage_client_id))
         service = BlobServiceClient(account_url=settings.storage_blob_uri, credential=credential, **options)
     else:
         assert settings.storage_connection_string is not None

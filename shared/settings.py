@@ -67,6 +67,8 @@ class Settings:
     rotation_lock_wait_seconds: float = 20.0
     storage_connection_string: str | None = None
     storage_blob_uri: str | None = None
+    # The identity for identity-based AzureWebJobsStorage, as the Functions host reads it (may differ from Key Vault's).
+    storage_client_id: str | None = None
 
     @property
     def lock_storage_configured(self) -> bool:
@@ -182,6 +184,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rotation_lock_wait_seconds=_number(env, "ROTATION_LOCK_WAIT_SECONDS", Settings.rotation_lock_wait_seconds),
         storage_connection_string=_optional(env, "AzureWebJobsStorage"),
         storage_blob_uri=_optional(env, "AzureWebJobsStorage__blobServiceUri"),
+        storage_client_id=_optional(env, "AzureWebJobsStorage__clientId") or _optional(env, "AZURE_CLIENT_ID"),
     )
     if settings.rotation_lock == "blob" and not (settings.storage_blob_uri or settings.storage_connection_string):
         raise SettingsError(

@@ -64,3 +64,11 @@ def test_loopback_vault_may_skip_the_challenge_check(tmp_path: Path) -> None:
                               "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false"})
     assert settings.is_loopback_vault and settings.verify_challenge_resource is False
     assert settings.ca_bundle == str(bundle)
+
+
+def test_identity_based_storage_uses_its_own_client_id_like_the_functions_host() -> None:
+    base = {"KEY_VAULT_URL": "https://kv.vault.azure.net", "AZURE_CLIENT_ID": "kv-identity",
+            "AzureWebJobsStorage__blobServiceUri": "https://acct.blob.core.windows.net"}
+    assert load_settings(base).storage_client_id == "kv-identity"  # one user-assigned identity for both
+    separate = load_settings({**base, "AzureWebJobsStorage__clientId": "storage-identity"})
+    assert separate.storage_client_id == "storage-identity" and separate.client_id == "kv-identity"
