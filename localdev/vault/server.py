@@ -184,7 +184,7 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
         handle.close()
         raise StateDirInUse(
             f"another local Key Vault is using {state_dir} (its SQLite store). Stop it, or start this one with "
-            "--state-dir <another dir> or --memory."
+            "--state-dir <another dir> (a --memory vault there would still overwrite the other's vault.env)."
         ) from None
     handle.write(str(os.getpid()))
     handle.flush()

@@ -40,8 +40,9 @@ def test_survives_restart(tmp_path, monkeypatch) -> None:
             client.set_secret("binned", "x")
             deleted = client.begin_delete_secret("binned", _polling_interval=0).result()
             backup = client.backup_secret("kept")
-        with pytest.raises(StateDirInUse):
+        with pytest.raises(StateDirInUse, match="--state-dir") as refused:
             start_vault_in_thread(_config(tmp_path))
+        assert "or --memory" not in str(refused.value)  # a --memory vault in the same dir overwrites vault.env
     finally:
         first.stop()
 
