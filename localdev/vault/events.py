@@ -143,8 +143,12 @@ class EventPublisher:
             if attempt < self.attempts:
                 await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
         self.failed += 1
-        _log.warning("event %s for %s not delivered to %s after %d attempts (%s); is the Functions host running?",
-                     event["eventType"], event["subject"], self.display_url, self.attempts, problem)
+        if problem in ("HTTP 401", "HTTP 403"):  # the host is up but wants its Event Grid system key
+            advice = "add &code=<eventGridSystemKey from keys.json> to the events URL, or run the host with --no-auth"
+        else:
+            advice = "is the Functions host running?"
+        _log.warning("event %s for %s not delivered to %s after %d attempts (%s); %s",
+                     event["eventType"], event["subject"], self.display_url, self.attempts, problem, advice)
 
     @property
     def display_url(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 
 from aiohttp import web
@@ -105,3 +106,30 @@ async def test_unreachable_webhook_never_blocks_the_vault(tmp_path, monkeypatch,
     finally:
         await aclose_client(client)
         await asyncio.to_thread(vault.stop)
+
+
+async def test_a_webhook_that_refuses_the_key_gets_advice_about_the_key(tmp_path, monkeypatch, caplog) -> None:
+    """A host with auth on answers 401 to an events URL without `code=`: the log must say so, not 'is it running?'."""
+    class RefusingWebhook(Webhook):
+        async def handle(self, request: web.Request) -> web.Response:
+            return web.Response(status=401)
+
+    runner, url = await _serve(RefusingWebhook())
+    vault = start_vault_in_thread(VaultConfig(state_dir=tmp_path, port=0, identity_port=0, memory=True,
+                                              events_url=url, events_attempts=1))
+    for key, value in vault.env().items():
+        monkeypatch.setenv(key, value)
+    client = make_aio_client(vault)
+    try:
+        with caplog.at_level(logging.WARNING, logger="localdev.vault.events"):
+            await client.set_secret("refused", "v")
+            deadline = time.monotonic() + 5
+            while vault.runtime.publisher.failed < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        [line] = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+        assert "HTTP 401" in line and "code=" in line and "--no-auth" in line
+        assert "running?" not in line
+    finally:
+        await aclose_client(client)
+        await asyncio.to_thread(vault.stop)
+        await runner.cleanup()
