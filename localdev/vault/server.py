@@ -149,6 +149,7 @@ class RunningVault:
     started_seconds: float = 0.0
     _runners: list[web.AppRunner] = field(default_factory=list, repr=False)
     _lock: IO[str] | None = field(default=None, repr=False)
+    _env_file: Path | None = field(default=None, repr=False)  # removed on stop, so it never names a dead vault
 
     def env(self) -> dict[str, str]:
         return {
@@ -171,6 +172,9 @@ class RunningVault:
             if self.runtime.publisher is not None:
                 await self.runtime.publisher.stop()
             self.runtime.store.close()
+        if self._env_file is not None:
+            self._env_file.unlink(missing_ok=True)
+            self._env_file = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -183,8 +187,8 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
     except OSError:
         handle.close()
         raise StateDirInUse(
-            f"another local Key Vault is using {state_dir} (its SQLite store). Stop it, or start this one with "
-            "--state-dir <another dir> (a --memory vault there would still overwrite the other's vault.env)."
+            f"another local Key Vault is using {state_dir}. Stop it, or start this one with "
+            "--state-dir <another dir>."
         ) from None
     handle.write(str(os.getpid()))
     handle.flush()
@@ -226,7 +230,7 @@ async def start_vault(config: VaultConfig) -> RunningVault:
     began = time.perf_counter()
     state_dir = Path(config.state_dir).absolute()
     state_dir.mkdir(parents=True, exist_ok=True)
-    lock = None if config.memory else _lock_state_dir(state_dir)
+    lock = _lock_state_dir(state_dir)  # memory or SQLite: one vault per state dir (certificates, vault.env)
     try:
         tls = ensure_certificates(state_dir)
         runtime = VaultRuntime(config, tls)
@@ -266,6 +270,7 @@ async def start_vault(config: VaultConfig) -> RunningVault:
     )
     if config.write_env_file:
         write_public(state_dir / "vault.env", running.env_text().encode())
+        running._env_file = state_dir / "vault.env"
     running.started_seconds = time.perf_counter() - began
     return running
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 import os
 import signal
 import sqlite3
@@ -42,9 +43,13 @@ def test_survives_restart(tmp_path, monkeypatch) -> None:
             backup = client.backup_secret("kept")
         with pytest.raises(StateDirInUse, match="--state-dir") as refused:
             start_vault_in_thread(_config(tmp_path))
-        assert "or --memory" not in str(refused.value)  # a --memory vault in the same dir overwrites vault.env
+        assert "or --memory" not in str(refused.value)
+        with pytest.raises(StateDirInUse):  # a memory vault would overwrite the running one's vault.env
+            start_vault_in_thread(replace(_config(tmp_path), memory=True))
+        assert (tmp_path / "vault.env").read_text() == first.env_text()
     finally:
         first.stop()
+    assert not (tmp_path / "vault.env").exists()  # a stopped vault leaves no vault.env naming it
 
     second = start_vault_in_thread(_config(tmp_path))
     try:
