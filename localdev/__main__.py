@@ -158,7 +158,7 @@ async def run(args: argparse.Namespace) -> int:
         _write_private(state_dir / "host.env", "".join(f"{k}={v}\n" for k, v in host.env().items()))
         print(_banner(host, state_dir, vault, not args.no_auth, time.perf_counter() - _BEGAN), flush=True)
         await stop.wait()
-        print("\nstopping: host, app client, vault", flush=True)
+        print("\nstopping: host, app client" + (", vault" if vault is not None else ""), flush=True)
     finally:
         if host is not None:
             await host.stop()
