@@ -37,7 +37,7 @@ from .rotation.policy import (
     tag,
 )
 from .rotation.results import SweepSummary, remember
-from .rotation.throttle import VaultCalls
+from .rotation.throttle import VaultCalls, process_limiters
 from .scope import is_owned, name_in_scope
 from .settings import Settings
 
@@ -329,4 +329,4 @@ async def default_cleanup() -> CleanupEngine:
 
     settings = get_settings()
     PROCESS_LOCKS.distributed = await lease_lock_for(settings)
-    return CleanupEngine(await get_secret_client(), settings)
+    return CleanupEngine(await get_secret_client(), settings, calls=VaultCalls(limiters=process_limiters()))

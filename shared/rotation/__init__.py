@@ -14,10 +14,11 @@ async def default_engine() -> RotationEngine:
     from ..locks import lease_lock_for
     from ..settings import get_settings
     from .engine import PROCESS_LOCKS
+    from .throttle import VaultCalls, process_limiters
 
     settings = get_settings()
     PROCESS_LOCKS.distributed = await lease_lock_for(settings)
-    return RotationEngine(await get_secret_client(), settings)
+    return RotationEngine(await get_secret_client(), settings, calls=VaultCalls(limiters=process_limiters()))
 
 
 __all__ = ["RotationEngine", "RotationRequest", "RotationPolicy", "SecretStatus", "Outcome", "RotationResult",

@@ -59,6 +59,19 @@ class VaultLimits:
                 RateLimiter(int(self.transactions_per_10s * self.safety)))
 
 
+_process_limiters: dict[int, tuple[RateLimiter, RateLimiter]] = {}
+
+
+def process_limiters() -> tuple[RateLimiter, RateLimiter]:
+    """The (creates, transactions) limiters every engine of this process shares: Key Vault's limits are
+    per vault, so a sweep and concurrent on-demand rotations must draw from one budget, not one each."""
+    loop_id = id(asyncio.get_running_loop())  # asyncio locks belong to one loop (tests run several)
+    if loop_id not in _process_limiters:
+        _process_limiters.clear()
+        _process_limiters[loop_id] = VaultLimits().limiters()
+    return _process_limiters[loop_id]
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with jitter for retries the SDK did not make (or gave up on)."""
@@ -107,10 +120,11 @@ def is_retryable(exc: BaseException) -> bool:
 class VaultCalls:
     """Every vault call of a sweep: limited, retried, counted."""
 
-    def __init__(self, limits: VaultLimits | None = None, backoff: Backoff | None = None) -> None:
+    def __init__(self, limits: VaultLimits | None = None, backoff: Backoff | None = None,
+                 limiters: tuple[RateLimiter, RateLimiter] | None = None) -> None:
         self.limits = limits or VaultLimits()
         self.backoff = backoff or Backoff()
-        self._creates, self._transactions = self.limits.limiters()
+        self._creates, self._transactions = limiters or self.limits.limiters()
         self.transactions = 0
         self.retries = 0
         self.throttled = 0

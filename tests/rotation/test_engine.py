@@ -156,3 +156,14 @@ def test_a_page_cut_short_mid_body_is_retried() -> None:
 
     assert is_retryable(IncompleteReadError("the connection closed before the page was read"))
     assert not is_retryable(HttpResponseError("a refusal without a retryable status"))
+
+
+async def test_every_engine_of_the_process_draws_on_one_vault_budget(kv_client: Any) -> None:
+    """Key Vault's 300 creates / 10 s are per vault: a sweep and on-demand rotations must share one limiter."""
+    from shared.cleanup import default_cleanup
+    from shared.rotation import default_engine
+
+    sweep, on_demand, cleanup = await default_engine(), await default_engine(), await default_cleanup()
+    assert sweep.calls is not on_demand.calls  # each run still counts its own transactions
+    assert sweep.calls._creates is on_demand.calls._creates is cleanup.calls._creates
+    assert sweep.calls._transactions is on_demand.calls._transactions is cleanup.calls._transactions
