@@ -39,7 +39,7 @@ def build_credential(settings: Settings) -> "AsyncTokenCredential":
 
 
 def build_client(settings: Settings, credential: "AsyncTokenCredential") -> "SecretClient":
-    """An aio SecretClient whose retries fit inside the function timeout. Call it on the running loop."""
+    """An aio SecretClient whose retries fit inside the function timeout."""
     from azure.keyvault.secrets.aio import SecretClient
 
     kwargs: dict[str, object] = {
@@ -127,7 +127,11 @@ _locks: dict[int, asyncio.Lock] = {}
 
 
 def _lock_for(loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
-    return _locks.setdefault(id(loop), asyncio.Lock())
+    """The lock guarding the first build on this loop (only the current loop's is kept)."""
+    if id(loop) not in _locks:
+        _locks.clear()
+        _locks[id(loop)] = asyncio.Lock()
+    return _locks[id(loop)]
 
 
 async def close_secret_client() -> None:
