@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from localdev.host.keys import HostKeys
+from localdev.statedir import write_private
 from localdev.host.server import HostConfig, RunningHost, bind_socket, start_host
 
 _log = logging.getLogger("localdev")
@@ -65,15 +66,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.mode = "all"
     return args
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Atomically write a file only the user can read (it holds keys)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _banner(host: RunningHost, state_dir: Path, vault: Any | None, auth: bool, ready_seconds: float) -> str:
@@ -155,7 +147,7 @@ async def run(args: argparse.Namespace) -> int:
                                            port=port, state_dir=state_dir, auth=not args.no_auth, sock=sock))
         if vault is not None and not args.no_events and host.registry.get(EVENTS_FUNCTION) is None:
             _log.warning("the app has no %s function; Key Vault events will not be delivered", EVENTS_FUNCTION)
-        _write_private(state_dir / "host.env", "".join(f"{k}={v}\n" for k, v in host.env().items()))
+        write_private(state_dir / "host.env", "".join(f"{k}={v}\n" for k, v in host.env().items()).encode())
         print(_banner(host, state_dir, vault, not args.no_auth, time.perf_counter() - _BEGAN), flush=True)
         await stop.wait()
         print("\nstopping: host, app client" + (", vault" if vault is not None else ""), flush=True)

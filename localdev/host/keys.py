@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-import os
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ..statedir import write_private
 
 KEY_HEADER = "x-functions-key"
 KEY_QUERY = "code"
@@ -48,10 +49,7 @@ class HostKeys:
         values = {name: existing.get(name) or _new_key() for name in cls.__dataclass_fields__}
         keys = cls(**values)
         if values != existing:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(asdict(keys), handle, indent=2)
+            write_private(path, json.dumps(asdict(keys), indent=2).encode())
         return keys
 
     def allows(self, level: str, presented: str | None) -> bool:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import errors
-from .statedir import write_private
+from ..statedir import write_private
 
 TENANT_ID = "7b3e9f2a-4c1d-4e8b-9a6f-2d5c8e1b0a47"  # a GUID, so the SDK's challenge parser gets a real tenant
 VAULT_RESOURCE = "https://vault.azure.net"

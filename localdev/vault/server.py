@@ -26,7 +26,7 @@ from .control import ControlApi, FaultPlan, RequestStats
 from .events import EventPublisher
 from .identity import TOKEN_PATH, IdentityEndpoint
 from .limits import Throttle, ThrottleSettings
-from .statedir import write_public
+from ..statedir import write_public
 from .store import BackupSealer, MemoryPersistence, Persistence, SoftDeletePolicy, SqlitePersistence, VaultStore
 from .tls import TlsFiles, ensure_certificates
 

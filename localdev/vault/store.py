@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Protocol
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import errors
-from .statedir import write_private
+from ..statedir import write_private
 
 NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 MAX_VALUE_BYTES = 25_600

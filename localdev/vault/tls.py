@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .statedir import write_private as _write_private, write_public as _write_public
+from ..statedir import write_private as _write_private, write_public as _write_public
 
 SERVER_NAMES = ("localhost",)
 SERVER_IPS = ("127.0.0.1", "::1")

@@ -1,4 +1,4 @@
-"""Files in the state directory: written atomically, keys readable by the owner only."""
+"""Files in a localdev state directory (vault and host alike): written atomically, keys readable by the owner only."""
 
 from __future__ import annotations
 
