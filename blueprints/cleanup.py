@@ -8,13 +8,14 @@ import azure.functions as func
 
 from shared.cleanup import default_cleanup
 
+from .timer_retry import TIMER_RETRY
+
 bp = func.Blueprint()
 _log = logging.getLogger(__name__)
 
 
 @bp.function_name("scheduled_cleanup")
-@bp.retry(strategy="exponential_backoff", max_retry_count="2", minimum_interval="00:00:30",
-          maximum_interval="00:05:00")
+@bp.retry(**TIMER_RETRY)
 @bp.timer_trigger(arg_name="timer", schedule="%CLEANUP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def scheduled_cleanup(timer: func.TimerRequest) -> None:
     if timer.past_due:

@@ -15,14 +15,14 @@ from shared.settings import get_settings
 from shared.validation import parse_flag, validate_name
 
 from .responses import answers_json, caller_of, json_response
+from .timer_retry import TIMER_RETRY
 
 bp = func.Blueprint()
 _log = logging.getLogger(__name__)
 
 
 @bp.function_name("scheduled_rotation")
-@bp.retry(strategy="exponential_backoff", max_retry_count="2", minimum_interval="00:00:30",
-          maximum_interval="00:05:00")
+@bp.retry(**TIMER_RETRY)
 @bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def scheduled_rotation(timer: func.TimerRequest) -> None:
     """Rotate every due secret within ROTATION_BUDGET_SECONDS; what is left waits for the next run."""
