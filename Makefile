@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: run test bench clean
+.PHONY: run test check bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ run: $(STAMP)   ## local Key Vault + identity endpoint + Functions host
 
 test: $(STAMP) $(NODE_STAMP)  ## the whole suite
 	$(PY) -m pytest $(ARGS)
+
+check: $(STAMP)  ## gates: formatting, lint, types (strict on the deployed app)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --strict function_app.py shared blueprints
+	$(VENV)/bin/mypy localdev
 
 bench: $(STAMP) ## benchmarks (figures, not pass/fail)
 	$(PY) -m bench $(ARGS)

@@ -24,7 +24,10 @@ def main(argv: list[str]) -> int:
     names = argv or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; choose from: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)}; choose from: {', '.join(BENCHMARKS)}",
+            file=sys.stderr,
+        )
         return 2
     failed = []
     for index, name in enumerate(names, 1):
@@ -34,8 +37,10 @@ def main(argv: list[str]) -> int:
         print(f"=== {name}: exit {code} after {time.perf_counter() - began:.0f} s", flush=True)
         if code:
             failed.append(name)
-    print(f"\n{len(names) - len(failed)} of {len(names)} benchmarks ran to completion"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"\n{len(names) - len(failed)} of {len(names)} benchmarks ran to completion"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -25,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -52,7 +53,7 @@ class Timings:
         ordered = sorted(self.seconds)
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else float("nan")
 
-    def line(self, baseline: "Timings | None" = None) -> str:
+    def line(self, baseline: Timings | None = None) -> str:
         text = (
             f"{self.label:<16} n={len(self.seconds):>4}  p50={self.percentile(0.5):7.2f} ms  "
             f"p99={self.percentile(0.99):7.2f} ms"

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +37,37 @@ BENCH_SETTINGS = {"KEY_VAULT_RETRY_TOTAL": "4", "ROTATION_CONCURRENCY": "8", "RO
 def start_vault(state_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     env_file = state_dir / "vault.env"
     process = subprocess.Popen(
-        [sys.executable, "-m", "localdev.vault", "--port", "0", "--identity-port", "0", "--memory",
-         "--state-dir", str(state_dir), "--log-level", "WARNING"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "localdev.vault",
+            "--port",
+            "0",
+            "--identity-port",
+            "0",
+            "--memory",
+            "--state-dir",
+            str(state_dir),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while not env_file.exists():
         if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the local Key Vault did not start; run `python -m localdev.vault --port 0` to see why")
+            raise SystemExit(
+                "the local Key Vault did not start; run `python -m localdev.vault --port 0` to see why"
+            )
         time.sleep(0.05)
     return process, dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
 
 
 async def seed(client: Any, total: int, due: int, concurrency: int = 64) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     every = max(1, total // max(1, due))
     semaphore = asyncio.Semaphore(concurrency)
     done = 0
@@ -58,8 +76,12 @@ async def seed(client: Any, total: int, due: int, concurrency: int = 64) -> None
         nonlocal done
         is_due = i % every == 0 and i // every < due
         async with semaphore:
-            await client.set_secret(f"s-{i:05d}", "seed-value", tags={"ValidityPeriodDays": "60"},
-                                    expires_on=now + timedelta(days=5 if is_due else 50))
+            await client.set_secret(
+                f"s-{i:05d}",
+                "seed-value",
+                tags={"ValidityPeriodDays": "60"},
+                expires_on=now + timedelta(days=5 if is_due else 50),
+            )
         done += 1
         if done % 2500 == 0:
             print(f"  seeded {done}/{total}", flush=True)
@@ -70,7 +92,7 @@ async def seed(client: Any, total: int, due: int, concurrency: int = 64) -> None
 async def naive_sweep(client: Any, concurrency: int) -> int:
     """Read every secret (value included) to decide; count what it would rotate."""
     semaphore = asyncio.Semaphore(concurrency)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     would = 0
 
     async def decide(name: str) -> None:
@@ -78,7 +100,11 @@ async def naive_sweep(client: Any, concurrency: int) -> int:
         async with semaphore:
             secret = await client.get_secret(name)
         expires = secret.properties.expires_on
-        if (secret.properties.tags or {}).get("ValidityPeriodDays") and expires and expires - now <= timedelta(days=30):
+        if (
+            (secret.properties.tags or {}).get("ValidityPeriodDays")
+            and expires
+            and expires - now <= timedelta(days=30)
+        ):
             would += 1
 
     tasks = []
@@ -136,19 +162,31 @@ async def scenario(control: Any, total: int, due: int, latency: float) -> None:
     budget = pages + 3 * due
     floor = max(pages * latency, due / 30.0, engine_tx / 400.0)
     print(f"N={total} due={due} latency={latency * 1000:.0f} ms, throttling on")
-    print(f"  list  : {pages:6d} transactions {list_seconds:7.2f} s ({listed} secrets, "
-          f"{list_seconds / pages * 1000:.1f} ms per page against {latency * 1000:.0f} ms injected latency)")
-    print(f"  naive : {naive_tx:6d} transactions {naive_seconds:7.2f} s (would rotate {would}; rotations not included)")
-    print(f"  engine: {engine_tx:6d} transactions {engine_seconds:7.2f} s  outcomes {dict(summary.outcomes)}  "
-          f"429s {throttled}")
-    print(f"  transactions: engine/budget {engine_tx}/{budget} = {engine_tx / budget:.3f} (goal <= 1), "
-          f"naive/engine = {naive_tx / engine_tx:.1f}x")
-    print(f"  wall time: engine/floor {engine_seconds:.2f}/{floor:.2f} = {engine_seconds / floor:.3f} (goal <= 1.25), "
-          f"naive/engine = {naive_seconds / engine_seconds:.1f}x, engine/list-only = {engine_seconds / list_seconds:.3f}")
+    print(
+        f"  list  : {pages:6d} transactions {list_seconds:7.2f} s ({listed} secrets, "
+        f"{list_seconds / pages * 1000:.1f} ms per page against {latency * 1000:.0f} ms injected latency)"
+    )
+    print(
+        f"  naive : {naive_tx:6d} transactions {naive_seconds:7.2f} s (would rotate {would}; rotations not included)"
+    )
+    print(
+        f"  engine: {engine_tx:6d} transactions {engine_seconds:7.2f} s  outcomes {dict(summary.outcomes)}  "
+        f"429s {throttled}"
+    )
+    print(
+        f"  transactions: engine/budget {engine_tx}/{budget} = {engine_tx / budget:.3f} (goal <= 1), "
+        f"naive/engine = {naive_tx / engine_tx:.1f}x"
+    )
+    print(
+        f"  wall time: engine/floor {engine_seconds:.2f}/{floor:.2f} = {engine_seconds / floor:.3f} (goal <= 1.25), "
+        f"naive/engine = {naive_seconds / engine_seconds:.1f}x, engine/list-only = {engine_seconds / list_seconds:.3f}"
+    )
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--secrets", type=int, default=10_000)
     parser.add_argument("--due", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--latency", type=float, default=0.02)

@@ -48,19 +48,37 @@ class RunResult:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else float("nan")
 
     def line(self) -> str:
-        return (f"{self.label:<28} requests={self.requests:>6} errors={self.errors:>3} seconds={self.seconds:6.2f} "
-                f"tx/s={self.tps:8.1f} p50={self.percentile(0.5):6.2f}ms p99={self.percentile(0.99):6.2f}ms")
+        return (
+            f"{self.label:<28} requests={self.requests:>6} errors={self.errors:>3} seconds={self.seconds:6.2f} "
+            f"tx/s={self.tps:8.1f} p50={self.percentile(0.5):6.2f}ms p99={self.percentile(0.99):6.2f}ms"
+        )
 
 
 def _start_emulator(state_dir: Path, memory: bool) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    args = [sys.executable, "-m", "localdev.vault", "--port", "0", "--identity-port", "0",
-            "--state-dir", str(state_dir), "--log-level", "WARNING"]
+    args = [
+        sys.executable,
+        "-m",
+        "localdev.vault",
+        "--port",
+        "0",
+        "--identity-port",
+        "0",
+        "--state-dir",
+        str(state_dir),
+        "--log-level",
+        "WARNING",
+    ]
     if memory:
         args.append("--memory")
     env_file = state_dir / "vault.env"
     env_file.unlink(missing_ok=True)
-    process = subprocess.Popen(args, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        args,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while not env_file.exists():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -88,7 +106,9 @@ def _start_trivial(ca_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         "    await asyncio.Event().wait()\n"
         "asyncio.run(main())\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     assert process.stdout is not None
     port = process.stdout.readline().decode().strip()
     if not port:
@@ -107,14 +127,27 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 async def _token(env: dict[str, str]) -> str:
     async with aiohttp.ClientSession() as session:
-        async with session.get(env["IDENTITY_ENDPOINT"], headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
-                               params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"}) as r:
+        async with session.get(
+            env["IDENTITY_ENDPOINT"],
+            headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
+            params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"},
+        ) as r:
             r.raise_for_status()
             return (await r.json())["access_token"]
 
 
-async def _load(label: str, base: str, ca: str, token: str, *, total: int, seconds: float, concurrency: int,
-                names: list[str], seed: bool) -> RunResult:
+async def _load(
+    label: str,
+    base: str,
+    ca: str,
+    token: str,
+    *,
+    total: int,
+    seconds: float,
+    concurrency: int,
+    names: list[str],
+    seed: bool,
+) -> RunResult:
     context = ssl.create_default_context(cafile=ca)
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency, ssl=context, keepalive_timeout=60)
@@ -163,7 +196,9 @@ async def _put(session: aiohttp.ClientSession, base: str, name: str) -> int:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=20000, help="upper bound of requests per run")
     parser.add_argument("--seconds", type=float, default=10.0, help="upper bound of seconds per run")
     parser.add_argument("--concurrency", type=int, default=32)
@@ -184,19 +219,32 @@ async def main() -> int:
                     trivial, url = _start_trivial(state / "tls")
                     try:
                         print("# running baseline: trivial aiohttp HTTPS endpoint ...", flush=True)
-                        results.append(await _load("baseline (trivial aiohttp)", url, env["KEY_VAULT_CA_BUNDLE"],
-                                                   token, seed=False, **bounds))
+                        results.append(
+                            await _load(
+                                "baseline (trivial aiohttp)",
+                                url,
+                                env["KEY_VAULT_CA_BUNDLE"],
+                                token,
+                                seed=False,
+                                **bounds,
+                            )
+                        )
                     finally:
                         _stop(trivial)
                 print(f"# running {label} ...", flush=True)
-                results.append(await _load(label, env["KEY_VAULT_URL"], env["KEY_VAULT_CA_BUNDLE"], token,
-                                           seed=True, **bounds))
+                results.append(
+                    await _load(
+                        label, env["KEY_VAULT_URL"], env["KEY_VAULT_CA_BUNDLE"], token, seed=True, **bounds
+                    )
+                )
             finally:
                 _stop(process)
     baseline, memory_run, sqlite_run = results
     print()
-    print(f"mix: 70% get latest, 20% set, 10% list (25 per page); {args.concurrency} keep-alive connections; "
-          f"{args.secrets} secrets; bounds {args.requests} requests / {args.seconds:g} s per run")
+    print(
+        f"mix: 70% get latest, 20% set, 10% list (25 per page); {args.concurrency} keep-alive connections; "
+        f"{args.secrets} secrets; bounds {args.requests} requests / {args.seconds:g} s per run"
+    )
     for result in results:
         print(result.line())
     print()

@@ -41,25 +41,39 @@ async def keyvault_events(event: func.EventGridEvent) -> None:
         _log.info("keyvault_events: ignoring %s for a %s", parsed.event_type, parsed.object_type)
         return
     if parsed.event_type == EXPIRED:
-        record = {"alert": "SecretExpired", "name": parsed.name, "version": parsed.version,
-                  "expiresOn": parsed.expires_on.isoformat() if parsed.expires_on else None, "eventId": event_id}
+        record = {
+            "alert": "SecretExpired",
+            "name": parsed.name,
+            "version": parsed.version,
+            "expiresOn": parsed.expires_on.isoformat() if parsed.expires_on else None,
+            "eventId": event_id,
+        }
         alert_log.warning("alert %s", json.dumps(record, sort_keys=True), extra={"alert": record})
         return
     if parsed.event_type != NEAR_EXPIRY:
         _log.info("keyvault_events: %s for '%s' needs no action", parsed.event_type, parsed.name)
         return
     if not parsed.version:
-        _log.warning("keyvault_events: SecretNearExpiry for '%s' has no version; the timer sweep handles it",
-                     parsed.name)
+        _log.warning(
+            "keyvault_events: SecretNearExpiry for '%s' has no version; the timer sweep handles it",
+            parsed.name,
+        )
         return
     engine = await default_engine()
     try:
-        result = await engine.rotate(parsed.name, RotationRequest(
-            trigger="event", expected_version=parsed.version, caller=f"eventgrid:{event_id}"))
+        result = await engine.rotate(
+            parsed.name,
+            RotationRequest(trigger="event", expected_version=parsed.version, caller=f"eventgrid:{event_id}"),
+        )
     except DomainError as exc:
         if exc.transient:
             raise  # Event Grid redelivers (retry policy of the subscription)
         _log.warning("keyvault_events: '%s' not rotated: %s %s", parsed.name, exc.code, exc.message)
         return
-    _log.info("keyvault_events: %s '%s' → %s (%s)", parsed.event_type, parsed.name, result.outcome.value,
-              result.reason)
+    _log.info(
+        "keyvault_events: %s '%s' → %s (%s)",
+        parsed.event_type,
+        parsed.name,
+        result.outcome.value,
+        result.reason,
+    )

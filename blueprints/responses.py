@@ -12,7 +12,8 @@ import json
 import logging
 import math
 import traceback
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import azure.functions as func
 

@@ -40,8 +40,9 @@ async def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
     name = validate_name(req.route_params.get("name", ""))
     dry_run = parse_flag(req.params, "dryRun")
     engine = await default_engine()
-    result = await engine.rotate(name, RotationRequest(trigger="http", force=True, dry_run=dry_run,
-                                                       caller=caller_of(req)))
+    result = await engine.rotate(
+        name, RotationRequest(trigger="http", force=True, dry_run=dry_run, caller=caller_of(req))
+    )
     return json_response(result.to_dict())
 
 
@@ -54,8 +55,10 @@ async def rotation_plan(req: func.HttpRequest) -> func.HttpResponse:
     engine = await default_engine()
     rotation = await engine.sweep(dry_run=True, include_items=True, budget_seconds=budget)
     cleanup = await (await default_cleanup()).sweep(dry_run=True, include_items=True, budget_seconds=budget)
-    return json_response({
-        "rotation": rotation.to_dict(with_items=True),
-        "cleanup": cleanup.to_dict(with_items=True),
-        "lastRuns": last_summaries(),
-    })
+    return json_response(
+        {
+            "rotation": rotation.to_dict(with_items=True),
+            "cleanup": cleanup.to_dict(with_items=True),
+            "lastRuns": last_summaries(),
+        }
+    )

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from localdev.host.keys import HostKeys
-from localdev.statedir import write_private
 from localdev.host.server import HostConfig, RunningHost, bind_socket, start_host
+from localdev.statedir import write_private
 
 _log = logging.getLogger("localdev")
 
@@ -32,16 +32,30 @@ EVENTS_FUNCTION = "keyvault_events"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", type=Path, default=Path(".localdev"),
-                        help="keys.json, host.env, vault.env, certificates, vault store (default .localdev)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".localdev"),
+        help="keys.json, host.env, vault.env, certificates, vault store (default .localdev)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default loopback only)")
-    parser.add_argument("--port", type=int, default=7071, help="Functions host port (default 7071, 0 = any free)")
-    parser.add_argument("--no-auth", action="store_true",
-                        help="accept requests without keys, as `func start` does by default")
-    parser.add_argument("--app-dir", type=Path, default=Path.cwd(),
-                        help="folder with function_app.py, host.json and local.settings.json (default: cwd)")
-    parser.add_argument("--script-file", default=os.environ.get("PYTHON_SCRIPT_FILE_NAME", "function_app.py"),
-                        help="the app's script (default function_app.py)")
+    parser.add_argument(
+        "--port", type=int, default=7071, help="Functions host port (default 7071, 0 = any free)"
+    )
+    parser.add_argument(
+        "--no-auth", action="store_true", help="accept requests without keys, as `func start` does by default"
+    )
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        default=Path.cwd(),
+        help="folder with function_app.py, host.json and local.settings.json (default: cwd)",
+    )
+    parser.add_argument(
+        "--script-file",
+        default=os.environ.get("PYTHON_SCRIPT_FILE_NAME", "function_app.py"),
+        help="the app's script (default function_app.py)",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -49,20 +63,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if argv[:1] == ["host"]:
         parser = argparse.ArgumentParser(
             prog="python -m localdev host",
-            description="Serve function_app.py alone, against the vault local.settings.json names.")
+            description="Serve function_app.py alone, against the vault local.settings.json names.",
+        )
         _common(parser)
         args = parser.parse_args(argv[1:])
         args.mode = "host"
         return args
-    parser = argparse.ArgumentParser(prog="python -m localdev", description=__doc__.split("\n\n")[0],
-                                     epilog="`python -m localdev host --help`: the host alone.")
+    parser = argparse.ArgumentParser(
+        prog="python -m localdev",
+        description=__doc__.split("\n\n")[0],
+        epilog="`python -m localdev host --help`: the host alone.",
+    )
     _common(parser)
-    parser.add_argument("--vault-port", type=int, default=8443, help="local Key Vault HTTPS port (default 8443)")
-    parser.add_argument("--identity-port", type=int, default=8081,
-                        help="managed-identity endpoint port (default 8081)")
+    parser.add_argument(
+        "--vault-port", type=int, default=8443, help="local Key Vault HTTPS port (default 8443)"
+    )
+    parser.add_argument(
+        "--identity-port", type=int, default=8081, help="managed-identity endpoint port (default 8081)"
+    )
     parser.add_argument("--memory", action="store_true", help="in-memory vault: nothing survives a restart")
-    parser.add_argument("--no-events", action="store_true",
-                        help=f"do not deliver Key Vault events to the {EVENTS_FUNCTION} function")
+    parser.add_argument(
+        "--no-events",
+        action="store_true",
+        help=f"do not deliver Key Vault events to the {EVENTS_FUNCTION} function",
+    )
     args = parser.parse_args(argv)
     args.mode = "all"
     return args
@@ -77,29 +101,44 @@ def _banner(host: RunningHost, state_dir: Path, vault: Any | None, auth: bool, r
     lines.append(f"  State            {state_dir}  (keys.json, host.env{', vault.env' if vault else ''})")
     if host.settings_file:
         lines.append(f"  Settings         {host.settings_file}")
-    lines += ["", "  Keys (x-functions-key header or ?code=)",
-              f"    master           {host.keys.masterKey}",
-              f"    default function {host.keys.defaultFunctionKey}",
-              f"    eventgrid system {host.keys.eventGridSystemKey}", "", "  Functions"]
+    lines += [
+        "",
+        "  Keys (x-functions-key header or ?code=)",
+        f"    master           {host.keys.masterKey}",
+        f"    default function {host.keys.defaultFunctionKey}",
+        f"    eventgrid system {host.keys.eventGridSystemKey}",
+        "",
+        "  Functions",
+    ]
     prefix = f"/{host.host.route_prefix}" if host.host.route_prefix else ""
     for function in host.registry.functions.values():
         state = "  [disabled]" if function.disabled else ""
         if function.is_http:
-            lines.append(f"    {function.name}: [{','.join(function.methods)}] {host.base_url}{prefix}/{function.route}"
-                         f"  ({function.auth_level}){state}")
+            lines.append(
+                f"    {function.name}: [{','.join(function.methods)}] {host.base_url}{prefix}/{function.route}"
+                f"  ({function.auth_level}){state}"
+            )
         elif function.schedule is not None:
             upcoming = host.host.timers.next_occurrence(function.name)
-            lines.append(f"    {function.name}: timer {function.schedule} = "
-                         f"{function.extra.get('resolved_schedule')}, next {upcoming:%Y-%m-%d %H:%M:%S}Z{state}")
+            lines.append(
+                f"    {function.name}: timer {function.schedule} = "
+                f"{function.extra.get('resolved_schedule')}, next {upcoming:%Y-%m-%d %H:%M:%S}Z{state}"
+            )
         else:
-            lines.append(f"    {function.name}: {function.trigger_type} "
-                         f"{host.base_url}/runtime/webhooks/eventgrid?functionName={function.name}{state}")
+            lines.append(
+                f"    {function.name}: {function.trigger_type} "
+                f"{host.base_url}/runtime/webhooks/eventgrid?functionName={function.name}{state}"
+            )
     key_header = "" if not auth else f' -H "x-functions-key: {host.keys.defaultFunctionKey}"'
-    lines += ["", "  Try",
-              f"    curl -s{key_header} -X PUT -H 'Content-Type: application/json' "
-              f"-d '{{\"value\": \"s3cret-value\"}}' {host.base_url}{prefix}/secrets/demo-secret",
-              f"    curl -s{key_header} {host.base_url}{prefix}/secrets/demo-secret",
-              "", "  Ctrl-C stops everything."]
+    lines += [
+        "",
+        "  Try",
+        f"    curl -s{key_header} -X PUT -H 'Content-Type: application/json' "
+        f'-d \'{{"value": "s3cret-value"}}\' {host.base_url}{prefix}/secrets/demo-secret',
+        f"    curl -s{key_header} {host.base_url}{prefix}/secrets/demo-secret",
+        "",
+        "  Ctrl-C stops everything.",
+    ]
     return "\n".join(lines)
 
 
@@ -136,17 +175,40 @@ async def run(args: argparse.Namespace) -> int:
             from localdev.vault.server import VaultConfig, start_vault
 
             loopback = "127.0.0.1" if args.host in ("127.0.0.1", "localhost", "0.0.0.0") else args.host
-            events_url = None if args.no_events else (
-                f"http://{loopback}:{port}/runtime/webhooks/eventgrid?functionName={EVENTS_FUNCTION}"
-                f"&code={keys.eventGridSystemKey}")
-            vault = await start_vault(VaultConfig(
-                state_dir=state_dir, host=args.host, port=args.vault_port, identity_port=args.identity_port,
-                memory=args.memory, events_url=events_url))
+            events_url = (
+                None
+                if args.no_events
+                else (
+                    f"http://{loopback}:{port}/runtime/webhooks/eventgrid?functionName={EVENTS_FUNCTION}"
+                    f"&code={keys.eventGridSystemKey}"
+                )
+            )
+            vault = await start_vault(
+                VaultConfig(
+                    state_dir=state_dir,
+                    host=args.host,
+                    port=args.vault_port,
+                    identity_port=args.identity_port,
+                    memory=args.memory,
+                    events_url=events_url,
+                )
+            )
             os.environ.update(vault.env())  # before function_app is imported
-        host = await start_host(HostConfig(app_dir=app_dir, script_file=args.script_file, host=args.host,
-                                           port=port, state_dir=state_dir, auth=not args.no_auth, sock=sock))
+        host = await start_host(
+            HostConfig(
+                app_dir=app_dir,
+                script_file=args.script_file,
+                host=args.host,
+                port=port,
+                state_dir=state_dir,
+                auth=not args.no_auth,
+                sock=sock,
+            )
+        )
         if vault is not None and not args.no_events and host.registry.get(EVENTS_FUNCTION) is None:
-            _log.warning("the app has no %s function; Key Vault events will not be delivered", EVENTS_FUNCTION)
+            _log.warning(
+                "the app has no %s function; Key Vault events will not be delivered", EVENTS_FUNCTION
+            )
         write_private(state_dir / "host.env", "".join(f"{k}={v}\n" for k, v in host.env().items()).encode())
         print(_banner(host, state_dir, vault, not args.no_auth, time.perf_counter() - _BEGAN), flush=True)
         await stop.wait()
@@ -166,8 +228,11 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     if logging.getLogger().level > logging.DEBUG:
         # The SDKs log every HTTP exchange at INFO; host.json keeps Azure.Core at Warning, so do we.
         logging.getLogger("azure").setLevel(logging.WARNING)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 audit_log = logging.getLogger("secrets.audit")
 
@@ -33,7 +34,9 @@ class AuditEntry:
 
 
 @asynccontextmanager
-async def audited(operation: str, name: str | None, *, caller: str | None = None) -> AsyncIterator[AuditEntry]:
+async def audited(
+    operation: str, name: str | None, *, caller: str | None = None
+) -> AsyncIterator[AuditEntry]:
     """Time the block and emit one audit line, with the error code if it raised."""
     entry = AuditEntry(operation=operation, name=name, caller=caller)
     started = time.perf_counter()

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from .audit import audited
 from .errors import VAULT_FAILURES, DomainError, VaultCall, from_vault_error
@@ -71,7 +72,12 @@ class CleanupStep:
     error_code: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        body = {"action": self.action.value, "name": self.name, "outcome": self.outcome.value, "reason": self.reason}
+        body = {
+            "action": self.action.value,
+            "name": self.name,
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+        }
         if self.version:
             body["version"] = self.version
         if self.error_code:
@@ -99,7 +105,7 @@ def plan_revocations(history: SecretHistory, now: datetime, keep: int) -> list[C
     overlap = overlap_of(latest)
     settled = [v for v in history.versions if not v.is_pending]
     enabled = [v for v in settled if v.enabled]
-    kept = {v.version for v in enabled[-max(1, keep):]}
+    kept = {v.version for v in enabled[-max(1, keep) :]}
     steps: list[CleanupStep] = []
     for index, info in enumerate(settled):
         if not info.enabled or info.version in kept or index + 1 >= len(settled):
@@ -110,10 +116,14 @@ def plan_revocations(history: SecretHistory, now: datetime, keep: int) -> list[C
             revoke_after = successor.created + overlap
         if revoke_after is None or revoke_after > now:
             continue
-        steps.append(CleanupStep(
-            CleanupAction.DISABLE_VERSION, history.name,
-            f"superseded by {successor.version}; overlap ended {format_age(now - revoke_after)} ago",
-            version=info.version))
+        steps.append(
+            CleanupStep(
+                CleanupAction.DISABLE_VERSION,
+                history.name,
+                f"superseded by {successor.version}; overlap ended {format_age(now - revoke_after)} ago",
+                version=info.version,
+            )
+        )
     return steps
 
 
@@ -125,9 +135,12 @@ def plan_expired_delete(current: VersionInfo, now: datetime, settings: Settings)
     grace = timedelta(days=settings.cleanup_expired_grace_days)
     if current.expires_on + grace > now:
         return None
-    return CleanupStep(CleanupAction.DELETE_EXPIRED, current.name,
-                       f"expired {format_age(now - current.expires_on)} ago (grace "
-                       f"{settings.cleanup_expired_grace_days:g} days) and tagged {TAG_DELETE_EXPIRED}=true")
+    return CleanupStep(
+        CleanupAction.DELETE_EXPIRED,
+        current.name,
+        f"expired {format_age(now - current.expires_on)} ago (grace "
+        f"{settings.cleanup_expired_grace_days:g} days) and tagged {TAG_DELETE_EXPIRED}=true",
+    )
 
 
 def plan_purge(deleted: Any, now: datetime, settings: Settings) -> CleanupStep | None:
@@ -139,9 +152,12 @@ def plan_purge(deleted: Any, now: datetime, settings: Settings) -> CleanupStep |
     grace = timedelta(days=settings.cleanup_purge_grace_days)
     if deleted_on is None or deleted_on + grace > now:
         return None
-    step = CleanupStep(CleanupAction.PURGE, name,
-                       f"soft-deleted {format_age(now - deleted_on)} ago (grace {settings.cleanup_purge_grace_days:g} "
-                       "days) and owned by this app")
+    step = CleanupStep(
+        CleanupAction.PURGE,
+        name,
+        f"soft-deleted {format_age(now - deleted_on)} ago (grace {settings.cleanup_purge_grace_days:g} "
+        "days) and owned by this app",
+    )
     if not settings.cleanup_allow_purge:
         step.outcome = CleanupOutcome.PURGE_NOT_ALLOWED
         step.reason += "; set CLEANUP_ALLOW_PURGE=true to purge"
@@ -149,8 +165,15 @@ def plan_purge(deleted: Any, now: datetime, settings: Settings) -> CleanupStep |
 
 
 class CleanupEngine:
-    def __init__(self, client: Any, settings: Settings, *, now: Callable[[], datetime] = utc_now,
-                 calls: VaultCalls | None = None, locks: SecretLocks | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings,
+        *,
+        now: Callable[[], datetime] = utc_now,
+        calls: VaultCalls | None = None,
+        locks: SecretLocks | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.now = now
@@ -159,10 +182,12 @@ class CleanupEngine:
 
     def _in_scope(self, current: VersionInfo) -> bool:
         return name_in_scope(current.name, self.settings) and (
-            RotationPolicy.opted_in(current.tags) or is_owned(current.tags, self.settings))
+            RotationPolicy.opted_in(current.tags) or is_owned(current.tags, self.settings)
+        )
 
-    async def sweep(self, *, dry_run: bool = False, budget_seconds: float | None = None,
-                    include_items: bool = False) -> SweepSummary:
+    async def sweep(
+        self, *, dry_run: bool = False, budget_seconds: float | None = None, include_items: bool = False
+    ) -> SweepSummary:
         budget = self.settings.rotation_budget_seconds if budget_seconds is None else budget_seconds
         deadline = time.monotonic() + budget
         summary = SweepSummary(kind="cleanup", dry_run=dry_run, started_at=self.now())
@@ -178,7 +203,9 @@ class CleanupEngine:
             if step.outcome is CleanupOutcome.DEFERRED:
                 summary.remaining += 1
             if step.outcome is CleanupOutcome.FAILED:
-                summary.errors.append({"name": step.name, "code": step.error_code or "Error", "reason": step.reason})
+                summary.errors.append(
+                    {"name": step.name, "code": step.error_code or "Error", "reason": step.reason}
+                )
             if include_items:
                 summary.items.append(step.to_dict())
             progress()  # acting on a big vault outlasts its listing: report while steps complete too
@@ -205,9 +232,15 @@ class CleanupEngine:
                         await self._act(step, dry_run, record, history)
             except (SecretBusy, LockUnavailable) as exc:
                 busy = isinstance(exc, SecretBusy)
-                record(CleanupStep(CleanupAction.DISABLE_VERSION, current.name, exc.message,
-                                   outcome=CleanupOutcome.DEFERRED if busy else CleanupOutcome.FAILED,
-                                   error_code=exc.code))
+                record(
+                    CleanupStep(
+                        CleanupAction.DISABLE_VERSION,
+                        current.name,
+                        exc.message,
+                        outcome=CleanupOutcome.DEFERRED if busy else CleanupOutcome.FAILED,
+                        error_code=exc.code,
+                    )
+                )
 
         async def run() -> None:
             listing_done = False
@@ -255,15 +288,22 @@ class CleanupEngine:
             if not isinstance(exc, (DomainError, *VAULT_FAILURES)):
                 raise
             # the vault could not be listed: say so in the run's summary, then fail the run with advice
-            error = exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))
+            error = (
+                exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))
+            )
             summary.listing_failed(error)
-            summary.finish(self.calls.transactions - base[0], self.calls.retries - base[1],
-                           self.calls.throttled - base[2])
+            summary.finish(
+                self.calls.transactions - base[0],
+                self.calls.retries - base[1],
+                self.calls.throttled - base[2],
+            )
             summary.log()
             if error is exc:
                 raise
             raise error from exc
-        summary.finish(self.calls.transactions - base[0], self.calls.retries - base[1], self.calls.throttled - base[2])
+        summary.finish(
+            self.calls.transactions - base[0], self.calls.retries - base[1], self.calls.throttled - base[2]
+        )
         summary.log()
         remember(summary)
         return summary
@@ -271,15 +311,29 @@ class CleanupEngine:
     async def _history(self, name: str, record: Callable[[CleanupStep], None]) -> SecretHistory | None:
         try:
             history = await read_history(self.calls, self.client, name)
-        except VAULT_FAILURES as exc:  # one secret's vault failure is counted, the sweep goes on; bugs surface
+        except (
+            VAULT_FAILURES
+        ) as exc:  # one secret's vault failure is counted, the sweep goes on; bugs surface
             error = from_vault_error(exc, VaultCall(name, "metadata"))
-            record(CleanupStep(CleanupAction.DISABLE_VERSION, name, error.message, outcome=CleanupOutcome.FAILED,
-                               error_code=error.code))
+            record(
+                CleanupStep(
+                    CleanupAction.DISABLE_VERSION,
+                    name,
+                    error.message,
+                    outcome=CleanupOutcome.FAILED,
+                    error_code=error.code,
+                )
+            )
             return None
         return history if history.versions else None
 
-    async def _act(self, step: CleanupStep, dry_run: bool, record: Callable[[CleanupStep], None],
-                   history: SecretHistory | None = None) -> None:
+    async def _act(
+        self,
+        step: CleanupStep,
+        dry_run: bool,
+        record: Callable[[CleanupStep], None],
+        history: SecretHistory | None = None,
+    ) -> None:
         if dry_run:
             record(step)
             return
@@ -293,8 +347,14 @@ class CleanupEngine:
                     info = history.find(step.version)
                     tags = dict(info.tags if info else {})
                     tags[TAG_REVOKED] = format_time(self.now())
-                    await self.calls.call("UpdateSecret", self.client.update_secret_properties, step.name,
-                                          step.version, enabled=False, tags=tags)
+                    await self.calls.call(
+                        "UpdateSecret",
+                        self.client.update_secret_properties,
+                        step.name,
+                        step.version,
+                        enabled=False,
+                        tags=tags,
+                    )
                 elif step.action is CleanupAction.DELETE_EXPIRED:
                     await self.calls.call("DeleteSecret", self.client.delete_secret, step.name)
                 else:
@@ -304,12 +364,19 @@ class CleanupEngine:
             step.outcome = CleanupOutcome.GONE
             step.reason += "; already gone"
         except HttpResponseError as exc:
-            if step.action is CleanupAction.PURGE and exc.status_code == 403 and "purge protection" in str(exc).lower():
+            if (
+                step.action is CleanupAction.PURGE
+                and exc.status_code == 403
+                and "purge protection" in str(exc).lower()
+            ):
                 step.outcome = CleanupOutcome.PURGE_PROTECTED
-                step.reason += "; the vault has purge protection on, so Key Vault purges it at its scheduled date"
+                step.reason += (
+                    "; the vault has purge protection on, so Key Vault purges it at its scheduled date"
+                )
             else:
-                error = from_vault_error(exc, VaultCall(step.name, "purge" if step.action is CleanupAction.PURGE
-                                                        else "write"))
+                error = from_vault_error(
+                    exc, VaultCall(step.name, "purge" if step.action is CleanupAction.PURGE else "write")
+                )
                 step.outcome, step.error_code = CleanupOutcome.FAILED, error.code
                 step.reason += f"; failed: {error.message}"
         except DomainError as exc:

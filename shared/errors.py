@@ -105,7 +105,7 @@ class ConfigurationError(DomainError):
     status, code = 500, "ConfigurationError"
 
     @classmethod
-    def of(cls, problem: Exception) -> "ConfigurationError":
+    def of(cls, problem: Exception) -> ConfigurationError:
         """A settings problem (its message names the setting) plus what to do: one wording for every caller."""
         return cls(f"{str(problem).rstrip('.')}. Fix the app setting and restart the app.")
 
@@ -140,8 +140,15 @@ def _vault_codes(exc: Any) -> tuple[str, str]:
         inner_code = getattr(inner, "code", "") or ""
     if not inner_code:
         message = str(getattr(error, "message", "") or "")
-        for known in ("ObjectIsDeletedButRecoverable", "ObjectIsBeingRecovered", "ObjectIsBeingDeleted",
-                      "ForbiddenByRbac", "SecretDisabled", "AccessDenied", "ForbiddenByFirewall"):
+        for known in (
+            "ObjectIsDeletedButRecoverable",
+            "ObjectIsBeingRecovered",
+            "ObjectIsBeingDeleted",
+            "ForbiddenByRbac",
+            "SecretDisabled",
+            "AccessDenied",
+            "ForbiddenByFirewall",
+        ):
             if known.lower() in message.lower() or known.lower() in str(exc).lower():
                 inner_code = known
                 break
@@ -192,9 +199,13 @@ def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
         status = exc.status_code or 0
         _, inner = _vault_codes(exc)
         if status == 403 and inner == "SecretDisabled":
-            return SecretDisabled(f"The current version of secret '{call.name}' is disabled; enable it or write a new one.")
+            return SecretDisabled(
+                f"The current version of secret '{call.name}' is disabled; enable it or write a new one."
+            )
         if status == 403 and "purge protection" in str(exc).lower():
-            return SecretConflict(f"Secret '{call.name}' cannot be purged: the vault has purge protection on.")
+            return SecretConflict(
+                f"Secret '{call.name}' cannot be purged: the vault has purge protection on."
+            )
         if status == 403:
             role = ROLE_FOR_ACCESS.get(call.access, ROLE_FOR_ACCESS["write"])
             return VaultAccessDenied(
@@ -202,7 +213,9 @@ def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
                 f"Grant it the '{role}' role on the vault."
             )
         if status == 429:
-            return VaultThrottled("Key Vault is throttling requests; retry later.", retry_after=_retry_after(exc) or 10)
+            return VaultThrottled(
+                "Key Vault is throttling requests; retry later.", retry_after=_retry_after(exc) or 10
+            )
         if status in (408, 504):
             return VaultTimeout(f"Key Vault timed out on {what}; retry later.")
         if status == 404:
@@ -216,5 +229,7 @@ def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
             )
         return VaultUnavailable(f"Key Vault answered HTTP {status} for {what}; retry later.")
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, OSError)):
-        return VaultUnavailable(f"Key Vault could not be reached for {what}; check KEY_VAULT_URL and the network.")
+        return VaultUnavailable(
+            f"Key Vault could not be reached for {what}; check KEY_VAULT_URL and the network."
+        )
     return VaultUnavailable(f"Unexpected failure talking to Key Vault for {what} ({type(exc).__name__}).")

@@ -20,12 +20,12 @@ if TYPE_CHECKING:  # imported lazily: keeps `import function_app` cheap
 
 _log = logging.getLogger(__name__)
 
-_client: "SecretClient | None" = None
-_credential: "AsyncTokenCredential | None" = None
+_client: SecretClient | None = None
+_credential: AsyncTokenCredential | None = None
 _loop: asyncio.AbstractEventLoop | None = None
 
 
-def build_credential(settings: Settings) -> "AsyncTokenCredential":
+def build_credential(settings: Settings) -> AsyncTokenCredential:
     """Managed identity by default (user-assigned when AZURE_CLIENT_ID is set); DefaultAzureCredential only on opt-in."""
     if settings.credential == "default":
         from azure.identity.aio import DefaultAzureCredential
@@ -35,10 +35,14 @@ def build_credential(settings: Settings) -> "AsyncTokenCredential":
     from azure.identity.aio import ManagedIdentityCredential
 
     # The credential ignores AZURE_CLIENT_ID by itself; pass it explicitly for a user-assigned identity.
-    return ManagedIdentityCredential(client_id=settings.client_id) if settings.client_id else ManagedIdentityCredential()
+    return (
+        ManagedIdentityCredential(client_id=settings.client_id)
+        if settings.client_id
+        else ManagedIdentityCredential()
+    )
 
 
-def build_client(settings: Settings, credential: "AsyncTokenCredential") -> "SecretClient":
+def build_client(settings: Settings, credential: AsyncTokenCredential) -> SecretClient:
     """An aio SecretClient whose retries fit inside the function timeout."""
     from azure.keyvault.secrets.aio import SecretClient
 
@@ -48,8 +52,9 @@ def build_client(settings: Settings, credential: "AsyncTokenCredential") -> "Sec
         "retry_backoff_factor": 0.5,
         "retry_backoff_max": 8,
         "logging_enable": False,  # never let the SDK's HTTP logging near a body
-        "transport": build_transport(settings.ca_bundle, connection_timeout=10,
-                                     read_timeout=settings.request_timeout_seconds),
+        "transport": build_transport(
+            settings.ca_bundle, connection_timeout=10, read_timeout=settings.request_timeout_seconds
+        ),
     }
     proxies = environment_proxies(settings.vault_url)
     if proxies:
@@ -68,7 +73,7 @@ def environment_proxies(url: str) -> dict[str, str] | None:
     return {"https": proxy}
 
 
-def build_transport(ca_bundle: str | None, **timeouts: float) -> "AsyncHttpTransport":
+def build_transport(ca_bundle: str | None, **timeouts: float) -> AsyncHttpTransport:
     """azure-core's aiohttp transport on a session with ONE verifying TLS context, so connections are pooled.
 
     Given `connection_verify=<CA file>`, azure-core builds a new SSLContext per request and aiohttp pools
@@ -93,7 +98,9 @@ def build_transport(ca_bundle: str | None, **timeouts: float) -> "AsyncHttpTrans
             if self.session is None and not self._closed:
                 self.session = aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(ssl=context),
-                    cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False,
+                    cookie_jar=aiohttp.DummyCookieJar(),
+                    auto_decompress=False,
+                    trust_env=False,
                 )
             await super().open()
 
@@ -104,7 +111,7 @@ def build_transport(ca_bundle: str | None, **timeouts: float) -> "AsyncHttpTrans
     return PooledTransport(**timeouts)
 
 
-async def get_secret_client() -> "SecretClient":
+async def get_secret_client() -> SecretClient:
     """The process-wide client, built on first use on the running event loop."""
     global _client, _credential, _loop
     loop = asyncio.get_running_loop()

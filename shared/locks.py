@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import DomainError
 from .settings import Settings
@@ -23,8 +24,12 @@ _log = logging.getLogger(__name__)
 
 LOCK_CONTAINER = "secret-rotation-locks"
 # A lock that cannot be had quickly is better reported than waited for: a few short storage retries only.
-LEASE_STORE_RETRY: dict[str, int] = {"initial_backoff": 1, "increment_base": 2, "retry_total": 2,
-                                     "random_jitter_range": 1}
+LEASE_STORE_RETRY: dict[str, int] = {
+    "initial_backoff": 1,
+    "increment_base": 2,
+    "retry_total": 2,
+    "random_jitter_range": 1,
+}
 
 
 class SecretBusy(DomainError):
@@ -98,8 +103,14 @@ class BlobLeaseLock:
     so a crashed instance frees the name within `lease_seconds`. A busy name is waited for up to
     `wait_seconds`, then SecretBusy."""
 
-    def __init__(self, container: Any, *, lease_seconds: int = 30, wait_seconds: float = 20.0,
-                 poll_seconds: float = 0.2) -> None:
+    def __init__(
+        self,
+        container: Any,
+        *,
+        lease_seconds: int = 30,
+        wait_seconds: float = 20.0,
+        poll_seconds: float = 0.2,
+    ) -> None:
         self.container = container
         self.lease_seconds = max(15, min(60, lease_seconds))
         self.wait_seconds = wait_seconds
@@ -118,8 +129,12 @@ class BlobLeaseLock:
             try:
                 await lease.release()
             except Exception as exc:  # noqa: BLE001 - the lease expires by itself
-                _log.warning("could not release the rotation lease of '%s' (%s); it expires in %d s",
-                             name, type(exc).__name__, self.lease_seconds)
+                _log.warning(
+                    "could not release the rotation lease of '%s' (%s); it expires in %d s",
+                    name,
+                    type(exc).__name__,
+                    self.lease_seconds,
+                )
 
     async def _acquire(self, blob: Any, name: str) -> Any:
         from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
@@ -135,7 +150,9 @@ class BlobLeaseLock:
                 return lease
             except ResourceNotFoundError:
                 if created:
-                    raise LockUnavailable(f"The lease blob for '{name}' vanished while being created; retry.") from None
+                    raise LockUnavailable(
+                        f"The lease blob for '{name}' vanished while being created; retry."
+                    ) from None
                 await self._create(blob)
                 created = True
                 continue
@@ -145,8 +162,11 @@ class BlobLeaseLock:
             except AzureError as exc:
                 raise self._unavailable(exc) from exc
             if time.monotonic() + delay > deadline:
-                raise SecretBusy(f"Another instance is rotating secret '{name}'; retry in a minute.",
-                                 field="name", retry_after=self.lease_seconds)
+                raise SecretBusy(
+                    f"Another instance is rotating secret '{name}'; retry in a minute.",
+                    field="name",
+                    retry_after=self.lease_seconds,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -181,7 +201,8 @@ class BlobLeaseLock:
             "The rotation lock store (AzureWebJobsStorage) could not be used "
             f"({type(exc).__name__}{': HTTP ' + str(exc.status_code) if getattr(exc, 'status_code', None) else ''}). "
             "Check the AzureWebJobsStorage setting and the identity's 'Storage Blob Data Contributor' role, "
-            "or set ROTATION_LOCK=off to rely on the in-process lock and the vault re-check alone.")
+            "or set ROTATION_LOCK=off to rely on the in-process lock and the vault re-check alone."
+        )
 
 
 _lease: tuple[int, BlobLeaseLock, Any, Any] | None = None
@@ -190,7 +211,9 @@ _lease: tuple[int, BlobLeaseLock, Any, Any] | None = None
 async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
     """The process's blob lease lock when settings ask for one (ROTATION_LOCK auto/blob), built once per loop."""
     global _lease
-    wanted = settings.rotation_lock == "blob" or (settings.rotation_lock == "auto" and settings.lock_storage_configured)
+    wanted = settings.rotation_lock == "blob" or (
+        settings.rotation_lock == "auto" and settings.lock_storage_configured
+    )
     if not wanted:
         return None
     loop_id = id(asyncio.get_running_loop())
@@ -201,10 +224,13 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
         from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
     except ImportError:
         if settings.rotation_lock == "blob":
-            raise LockUnavailable("ROTATION_LOCK=blob needs the azure-storage-blob package; add it to "
-                                  "requirements.txt") from None
-        _log.warning("azure-storage-blob is not installed: rotations are serialized per process only "
-                     "(add it to requirements.txt, or set ROTATION_LOCK=off to silence this)")
+            raise LockUnavailable(
+                "ROTATION_LOCK=blob needs the azure-storage-blob package; add it to requirements.txt"
+            ) from None
+        _log.warning(
+            "azure-storage-blob is not installed: rotations are serialized per process only "
+            "(add it to requirements.txt, or set ROTATION_LOCK=off to silence this)"
+        )
         return None
 
     options: dict[str, Any] = {"retry_policy": ExponentialRetry(**LEASE_STORE_RETRY)}
@@ -220,7 +246,9 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
     else:
         assert settings.storage_connection_string is not None
         service = BlobServiceClient.from_connection_string(settings.storage_connection_string, **options)
-    lock = BlobLeaseLock(service.get_container_client(LOCK_CONTAINER), wait_seconds=settings.rotation_lock_wait_seconds)
+    lock = BlobLeaseLock(
+        service.get_container_client(LOCK_CONTAINER), wait_seconds=settings.rotation_lock_wait_seconds
+    )
     _lease = (loop_id, lock, service, credential)
     return lock
 

@@ -6,7 +6,7 @@ ownership. Adopting an existing, unowned secret needs the explicit SECRETS_ALLOW
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .errors import OutOfScope
 from .settings import Settings

@@ -17,7 +17,7 @@ import base64
 import binascii
 import hmac
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlparse
 
@@ -55,7 +55,7 @@ _POLL_SECONDS = 0.5
 def _rfc3339(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _seconds(moment: datetime | None) -> int | None:
@@ -78,7 +78,7 @@ class SecretMetadata:
     updated_on: datetime | None
 
     @classmethod
-    def of(cls, props: "SecretProperties") -> "SecretMetadata":
+    def of(cls, props: SecretProperties) -> SecretMetadata:
         return cls(
             name=props.name or "",
             version=props.version,
@@ -172,7 +172,7 @@ async def _vault(call: VaultCall, awaitable: Any) -> Any:
         raise from_vault_error(exc, call) from exc
 
 
-async def _read_current(client: "SecretClient", name: str, access: str) -> _Current | None:
+async def _read_current(client: SecretClient, name: str, access: str) -> _Current | None:
     """The current version (None if the name has no live secret); one GET in the common case."""
     call = VaultCall(name, access)
     try:
@@ -186,14 +186,14 @@ async def _read_current(client: "SecretClient", name: str, access: str) -> _Curr
     return _Current(SecretMetadata.of(secret.properties), secret.value)
 
 
-async def _versions(client: "SecretClient", name: str, access: str) -> list[SecretMetadata]:
+async def _versions(client: SecretClient, name: str, access: str) -> list[SecretMetadata]:
     call = VaultCall(name, access)
 
     async def collect() -> list[SecretMetadata]:
         return [SecretMetadata.of(p) async for p in client.list_properties_of_secret_versions(name)]
 
     found = await _vault(call, collect())
-    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    epoch = datetime.min.replace(tzinfo=UTC)
     # Whole-second timestamps tie; the vault lists oldest first, so reversing first keeps ties newest-first.
     return sorted(reversed(found), key=lambda m: m.created_on or epoch, reverse=True)
 
@@ -235,7 +235,7 @@ def _is_identical(current: _Current, desired: _Desired) -> bool:
     )
 
 
-async def _recover_deleted(client: "SecretClient", name: str, settings: Settings) -> bool:
+async def _recover_deleted(client: SecretClient, name: str, settings: Settings) -> bool:
     """Recover `name` if it is deleted-but-recoverable and ours to recover; False if nothing is deleted."""
     call = VaultCall(name, "write")
     try:

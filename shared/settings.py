@@ -10,9 +10,10 @@ import logging
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, Mapping
+from typing import Literal
 from urllib.parse import urlparse
 
 from .errors import ConfigurationError
@@ -97,8 +98,9 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(name, f"expected true or false, got {raw!r}")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0,
-            maximum: float = math.inf) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, minimum: float = 0, maximum: float = math.inf
+) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -148,7 +150,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     credential = (_optional(env, "KEY_VAULT_CREDENTIAL") or "managed_identity").lower()
     if credential not in ("managed_identity", "default"):
-        raise SettingsError("KEY_VAULT_CREDENTIAL", f"expected managed_identity or default, got {credential!r}")
+        raise SettingsError(
+            "KEY_VAULT_CREDENTIAL", f"expected managed_identity or default, got {credential!r}"
+        )
 
     prefix = _optional(env, "SECRETS_NAME_PREFIX") or ""
     if not _NAME_PREFIX.match(prefix):
@@ -169,24 +173,37 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         owner_value=_optional(env, "SECRETS_OWNER_VALUE") or Settings.owner_value,
         allow_adopt=_bool(env, "SECRETS_ALLOW_ADOPT", False),
         retry_total=_count(env, "KEY_VAULT_RETRY_TOTAL", Settings.retry_total),
-        request_timeout_seconds=_number(env, "KEY_VAULT_TIMEOUT_SECONDS", Settings.request_timeout_seconds, minimum=1),
+        request_timeout_seconds=_number(
+            env, "KEY_VAULT_TIMEOUT_SECONDS", Settings.request_timeout_seconds, minimum=1
+        ),
         rotation_min_interval_seconds=_number(
             env, "ROTATION_MIN_INTERVAL_SECONDS", Settings.rotation_min_interval_seconds
         ),
-        rotation_budget_seconds=_number(env, "ROTATION_BUDGET_SECONDS", Settings.rotation_budget_seconds, minimum=1),
-        plan_budget_seconds=_number(env, "ROTATION_PLAN_BUDGET_SECONDS", Settings.plan_budget_seconds, maximum=110),
+        rotation_budget_seconds=_number(
+            env, "ROTATION_BUDGET_SECONDS", Settings.rotation_budget_seconds, minimum=1
+        ),
+        plan_budget_seconds=_number(
+            env, "ROTATION_PLAN_BUDGET_SECONDS", Settings.plan_budget_seconds, maximum=110
+        ),
         rotation_concurrency=_count(env, "ROTATION_CONCURRENCY", Settings.rotation_concurrency, minimum=1),
         cleanup_allow_purge=_bool(env, "CLEANUP_ALLOW_PURGE", False),
         cleanup_keep_versions=_count(env, "CLEANUP_KEEP_VERSIONS", Settings.cleanup_keep_versions, minimum=1),
         cleanup_purge_grace_days=_number(env, "CLEANUP_PURGE_GRACE_DAYS", Settings.cleanup_purge_grace_days),
-        cleanup_expired_grace_days=_number(env, "CLEANUP_EXPIRED_GRACE_DAYS", Settings.cleanup_expired_grace_days),
+        cleanup_expired_grace_days=_number(
+            env, "CLEANUP_EXPIRED_GRACE_DAYS", Settings.cleanup_expired_grace_days
+        ),
         rotation_lock=rotation_lock,  # type: ignore[arg-type]
-        rotation_lock_wait_seconds=_number(env, "ROTATION_LOCK_WAIT_SECONDS", Settings.rotation_lock_wait_seconds),
+        rotation_lock_wait_seconds=_number(
+            env, "ROTATION_LOCK_WAIT_SECONDS", Settings.rotation_lock_wait_seconds
+        ),
         storage_connection_string=_optional(env, "AzureWebJobsStorage"),
         storage_blob_uri=_optional(env, "AzureWebJobsStorage__blobServiceUri"),
-        storage_client_id=_optional(env, "AzureWebJobsStorage__clientId") or _optional(env, "AZURE_CLIENT_ID"),
+        storage_client_id=_optional(env, "AzureWebJobsStorage__clientId")
+        or _optional(env, "AZURE_CLIENT_ID"),
     )
-    if settings.rotation_lock == "blob" and not (settings.storage_blob_uri or settings.storage_connection_string):
+    if settings.rotation_lock == "blob" and not (
+        settings.storage_blob_uri or settings.storage_connection_string
+    ):
         raise SettingsError(
             "ROTATION_LOCK",
             "is blob, but neither AzureWebJobsStorage nor AzureWebJobsStorage__blobServiceUri is set; set one "

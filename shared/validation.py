@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from . import generator
 from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
@@ -27,8 +28,8 @@ MAX_CONTINUATION_TOKEN = 4096
 _RFC3339 = re.compile(
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_YEAR_10000 = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_YEAR_10000 = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 _MAX_RESULTS_PARAM = re.compile(r"^[0-9]{1,3}$")
 
 WRITE_FIELDS = ("value", "generate", "contentType", "tags", "notBefore", "expiresOn", "enabled", "recover")
@@ -207,7 +208,7 @@ def _instant(body: Mapping[str, Any], key: str) -> datetime | None:
     # Python 3.11 parses at most 6 fractional digits; the vault keeps whole seconds anyway.
     rest = re.sub(r"\.(\d{1,6})\d*", r".\1", rest)
     try:
-        parsed = datetime.fromisoformat(f"{date_part}T{rest}").astimezone(timezone.utc)
+        parsed = datetime.fromisoformat(f"{date_part}T{rest}").astimezone(UTC)
     except (ValueError, OverflowError):
         raise InvalidRequest(f"{key} is not a real date-time, {example}.", field=key) from None
     if not _EPOCH <= parsed < _YEAR_10000:

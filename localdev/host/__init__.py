@@ -7,4 +7,11 @@ webhook) → server (start/stop on the caller's loop); timers and keys beside th
 from .registry import FunctionLoadError, FunctionRegistry, load_registry
 from .server import HostConfig, RunningHost, start_host
 
-__all__ = ["FunctionLoadError", "FunctionRegistry", "HostConfig", "RunningHost", "load_registry", "start_host"]
+__all__ = [
+    "FunctionLoadError",
+    "FunctionRegistry",
+    "HostConfig",
+    "RunningHost",
+    "load_registry",
+    "start_host",
+]

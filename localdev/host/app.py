@@ -13,8 +13,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import azure.functions as func
 from aiohttp import web
@@ -95,8 +96,13 @@ class FunctionHost:
         try:
             return http_response(result.value)
         except (TypeError, ValueError) as exc:
-            _log.error("function returned an unusable HTTP result: function=%s invocation=%s type=%s (%s)",
-                       function.name, invocation_id, type(result.value).__name__, type(exc).__name__)
+            _log.error(
+                "function returned an unusable HTTP result: function=%s invocation=%s type=%s (%s)",
+                function.name,
+                invocation_id,
+                type(result.value).__name__,
+                type(exc).__name__,
+            )
             return failure_response(result)
 
     # -- admin API ----------------------------------------------------------------------------------
@@ -110,11 +116,19 @@ class FunctionHost:
         }
         if function.is_http:
             prefix = f"/{self.route_prefix}" if self.route_prefix else ""
-            entry.update(route=function.route, methods=list(function.methods), authLevel=function.auth_level,
-                         invoke_url_template=f"{base_url}{prefix}/{function.route}")
+            entry.update(
+                route=function.route,
+                methods=list(function.methods),
+                authLevel=function.auth_level,
+                invoke_url_template=f"{base_url}{prefix}/{function.route}",
+            )
         elif function.trigger_type == TIMER_TRIGGER:
-            entry.update(schedule=function.schedule, resolvedSchedule=function.extra.get("resolved_schedule"),
-                         runOnStartup=function.run_on_startup, retryPolicy=function.retry_policy)
+            entry.update(
+                schedule=function.schedule,
+                resolvedSchedule=function.extra.get("resolved_schedule"),
+                runOnStartup=function.run_on_startup,
+                retryPolicy=function.retry_policy,
+            )
             upcoming = self.timers.next_occurrence(function.name)
             entry["nextRun"] = upcoming.isoformat() if upcoming else None
         elif function.trigger_type == EVENT_GRID_TRIGGER:
@@ -127,8 +141,14 @@ class FunctionHost:
         parts = path.split("/")
         base_url = f"{request.scheme}://{request.host}"
         if parts[1:] == ["host", "status"] and request.method == "GET":
-            return web.json_response({"state": "Running", "processUptime": int(time.monotonic() * 1000),
-                                      "version": "localdev", "functions": len(self.registry.functions)})
+            return web.json_response(
+                {
+                    "state": "Running",
+                    "processUptime": int(time.monotonic() * 1000),
+                    "version": "localdev",
+                    "functions": len(self.registry.functions),
+                }
+            )
         if parts[1:2] != ["functions"]:
             return web.Response(status=404)
         if len(parts) == 2 and request.method == "GET":
@@ -137,7 +157,9 @@ class FunctionHost:
             return web.Response(status=404)
         function = self.registry.get(parts[2])
         if request.method == "GET":
-            return web.json_response(self.describe(function, base_url)) if function else web.Response(status=404)
+            return (
+                web.json_response(self.describe(function, base_url)) if function else web.Response(status=404)
+            )
         if request.method != "POST":
             return web.Response(status=405, headers={"Allow": "GET, POST"})
         if function is None:
@@ -145,9 +167,9 @@ class FunctionHost:
         try:
             document = json.loads(await request.read() or b"null")
         except ValueError:
-            return error_json(400, "The request body is not valid JSON. Send {\"input\": \"...\"}.")
+            return error_json(400, 'The request body is not valid JSON. Send {"input": "..."}.')
         if not isinstance(document, dict):
-            return error_json(400, "Send a JSON object: {\"input\": \"<string, number or boolean>\"}.")
+            return error_json(400, 'Send a JSON object: {"input": "<string, number or boolean>"}.')
         if function.is_http:
             return error_json(400, f"{function.name} is an HTTP function; call its route instead.")
         value = document.get("input")
@@ -157,8 +179,11 @@ class FunctionHost:
             except ValueError:
                 event = None
             if not isinstance(event, dict):
-                return error_json(400, "For an Event Grid function, send one event as input: a JSON object "
-                                       "or that object as a JSON string.")
+                return error_json(
+                    400,
+                    "For an Event Grid function, send one event as input: a JSON object "
+                    "or that object as a JSON string.",
+                )
             value = event
         invocation_id = str(uuid.uuid4())
         request[INVOCATION] = invocation_id
@@ -170,7 +195,9 @@ class FunctionHost:
         """A manual run: timers under their singleton lock with their retry policy; Event Grid once."""
         if function.trigger_type == TIMER_TRIGGER:
             async with self.timers.lock_for(function.name):
-                await self.invoker.invoke(function, lambda: timer_request(False, None), invocation_id, retry=True)
+                await self.invoker.invoke(
+                    function, lambda: timer_request(False, None), invocation_id, retry=True
+                )
             return
         await self.invoker.invoke(function, lambda: event_grid_event(value), invocation_id)
 
@@ -185,7 +212,9 @@ class FunctionHost:
             origin = request.headers.get("WebHook-Request-Origin")
             if not origin:
                 return web.Response(status=400)
-            return web.Response(status=200, headers={"WebHook-Allowed-Origin": origin, "Allow": "POST, OPTIONS"})
+            return web.Response(
+                status=200, headers={"WebHook-Allowed-Origin": origin, "Allow": "POST, OPTIONS"}
+            )
         if request.method != "POST":
             return web.Response(status=405, headers={"Allow": "POST, OPTIONS"})
         if not self.authorized(request, "system"):
@@ -198,28 +227,38 @@ class FunctionHost:
         try:
             document = json.loads(await request.read())
         except ValueError:
-            return error_json(400, "The body is not valid JSON: send an array of Event Grid events or CloudEvents.")
+            return error_json(
+                400, "The body is not valid JSON: send an array of Event Grid events or CloudEvents."
+            )
         events = document if isinstance(document, list) else [document]
         kind = request.headers.get("aeg-event-type", "")
         if kind.lower() == "subscriptionvalidation":
             first = events[0] if events and isinstance(events[0], dict) else {}
-            code = (first.get("data") or {}).get("validationCode") if isinstance(first.get("data"), dict) else None
+            code = (
+                (first.get("data") or {}).get("validationCode")
+                if isinstance(first.get("data"), dict)
+                else None
+            )
             if not code:
                 return error_json(400, "SubscriptionValidation without data.validationCode.")
             return web.json_response({"validationResponse": code})
         if kind.lower() == "unsubscribe":
             return web.Response(status=202)
         if kind.lower() != "notification":
-            return error_json(400, "Set the aeg-event-type header to Notification (or SubscriptionValidation).")
+            return error_json(
+                400, "Set the aeg-event-type header to Notification (or SubscriptionValidation)."
+            )
         if not all(isinstance(e, dict) for e in events):
             return error_json(400, "Every event must be a JSON object.")
         ids = [str(uuid.uuid4()) for _ in events]
         request[INVOCATION] = ",".join(ids)
         # One invocation per event, all at once, as the extension's single dispatch does.
-        results = await asyncio.gather(*(
-            self.invoker.invoke(function, lambda e=event: event_grid_event(e), invocation_id)
-            for event, invocation_id in zip(events, ids)
-        ))
+        results = await asyncio.gather(
+            *(
+                self.invoker.invoke(function, lambda e=event: event_grid_event(e), invocation_id)
+                for event, invocation_id in zip(events, ids)
+            )
+        )
         failed = [r for r in results if not r.succeeded]
         if failed:
             return failure_response(failed[0], extra=[r.invocation_id for r in failed])
@@ -238,14 +277,17 @@ def http_request(request: web.Request, route_params: dict[str, str], body: bytes
         if name not in query:
             query[name] = ",".join(request.query.getall(name))
     string = lambda v: meta.Datum(type="string", value=v)  # noqa: E731
-    datum = meta.Datum(type="http", value={
-        "method": string(request.method),
-        "url": string(str(request.url)),
-        "headers": {k: string(v) for k, v in joined_headers.items()},
-        "query": {k: string(v) for k, v in query.items()},
-        "params": {k: string(v) for k, v in route_params.items()},
-        "body": meta.Datum(type="bytes", value=body),
-    })
+    datum = meta.Datum(
+        type="http",
+        value={
+            "method": string(request.method),
+            "url": string(str(request.url)),
+            "headers": {k: string(v) for k, v in joined_headers.items()},
+            "query": {k: string(v) for k, v in query.items()},
+            "params": {k: string(v) for k, v in route_params.items()},
+            "body": meta.Datum(type="bytes", value=body),
+        },
+    )
     return meta.get_binding_registry().get(HTTP_TRIGGER).decode(datum, trigger_metadata={})
 
 
@@ -254,8 +296,9 @@ def http_response(value: Any) -> web.Response:
     if value is None:
         return web.Response(status=204)
     if isinstance(value, str):
-        return web.Response(status=200, body=value.encode("utf-8"),
-                            headers={"Content-Type": "text/plain; charset=utf-8"})
+        return web.Response(
+            status=200, body=value.encode("utf-8"), headers={"Content-Type": "text/plain; charset=utf-8"}
+        )
     if not isinstance(value, func.HttpResponse):
         raise TypeError(f"HTTP functions return func.HttpResponse or str, not {type(value).__name__}")
     headers: CIMultiDict[str] = CIMultiDict()
@@ -264,7 +307,9 @@ def http_response(value: Any) -> web.Response:
             headers.add(name, header_value)
     if "Content-Type" not in headers:
         mimetype = value.mimetype
-        headers["Content-Type"] = f"{mimetype}; charset={value.charset}" if mimetype.startswith("text/") else mimetype
+        headers["Content-Type"] = (
+            f"{mimetype}; charset={value.charset}" if mimetype.startswith("text/") else mimetype
+        )
     return web.Response(status=int(value.status_code), body=value.get_body(), headers=headers)
 
 
@@ -282,7 +327,7 @@ def failure_response(result: InvocationResult, extra: list[str] | None = None) -
     """500 that says an error occurred and where to look; never the exception's text."""
     body: dict[str, Any] = {
         "error": f"An error occurred while executing function '{result.function_name}'. "
-                 "See the host log for this invocation id.",
+        "See the host log for this invocation id.",
         "invocationId": result.invocation_id,
     }
     if extra and len(extra) > 1:
@@ -308,8 +353,12 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
     finally:
         _request_log.info(
             "request: method=%s path=%s status=%d duration_ms=%.1f function=%s invocation=%s",
-            request.method, request.path, status, (time.perf_counter() - started) * 1000,
-            request.get(FUNCTION, "-"), request.get(INVOCATION, "-"),
+            request.method,
+            request.path,
+            status,
+            (time.perf_counter() - started) * 1000,
+            request.get(FUNCTION, "-"),
+            request.get(INVOCATION, "-"),
         )
 
 
@@ -328,7 +377,7 @@ def create_app(host: FunctionHost) -> web.Application:
             if lowered == prefix:
                 path = ""
             elif lowered.startswith(prefix + "/"):
-                path = path[len(prefix) + 1:]
+                path = path[len(prefix) + 1 :]
             else:
                 return web.Response(status=404)
         return await host.serve_http(request, path)

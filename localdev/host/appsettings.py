@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, MutableMapping
+from typing import Any
 
 _log = logging.getLogger("localdev.host")
 
@@ -31,7 +32,7 @@ def _read_json(path: Path) -> Any:
 def _values_of(document: Any, path: Path) -> dict[str, str]:
     """`Values` of a local.settings.json document; the example file may nest variants (local first)."""
     if not isinstance(document, dict):
-        raise AppSettingsError(f"{path}: expected a JSON object with a \"Values\" object")
+        raise AppSettingsError(f'{path}: expected a JSON object with a "Values" object')
     values = document.get("Values")
     if values is None:
         # local.settings.json.example may hold several variants; the local one is the one we run.
@@ -43,8 +44,11 @@ def _values_of(document: Any, path: Path) -> dict[str, str]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise AppSettingsError(f"{path}: \"Values\" must be an object of string settings")
-    return {str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
+        raise AppSettingsError(f'{path}: "Values" must be an object of string settings')
+    return {
+        str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in values.items()
+    }
 
 
 def read_local_settings(app_dir: Path) -> tuple[dict[str, str], Path | None]:

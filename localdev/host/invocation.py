@@ -14,9 +14,10 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import azure.functions as func
 
@@ -48,8 +49,14 @@ class InvocationContext(func.Context):
 
     _thread_local = threading.local()
 
-    def __init__(self, invocation_id: str, function_name: str, function_directory: str,
-                 trace_context: TraceContext, retry_context: RetryContext) -> None:
+    def __init__(
+        self,
+        invocation_id: str,
+        function_name: str,
+        function_directory: str,
+        trace_context: TraceContext,
+        retry_context: RetryContext,
+    ) -> None:
         self._invocation_id = invocation_id
         self._function_name = function_name
         self._function_directory = function_directory
@@ -88,8 +95,9 @@ def _timespan(text: str | None, default: float) -> float:
     try:
         parts = [float(p) for p in str(text).split(":")]
     except ValueError:
-        raise ValueError(f"retry interval {text!r} is not a time span; write it as hh:mm:ss, e.g. 00:00:30") \
-            from None
+        raise ValueError(
+            f"retry interval {text!r} is not a time span; write it as hh:mm:ss, e.g. 00:00:30"
+        ) from None
     while len(parts) < 3:
         parts.insert(0, 0.0)
     return parts[-3] * 3600 + parts[-2] * 60 + parts[-1]
@@ -106,7 +114,7 @@ class RetryPolicy:
     maximum: float = 0.0
 
     @classmethod
-    def from_setting(cls, setting: dict[str, Any] | None) -> "RetryPolicy | None":
+    def from_setting(cls, setting: dict[str, Any] | None) -> RetryPolicy | None:
         if not setting:
             return None
         strategy = str(setting.get("strategy", "")).lower()
@@ -115,8 +123,10 @@ class RetryPolicy:
         try:
             max_retry_count = int(setting.get("max_retry_count", 0))
         except ValueError:
-            raise ValueError(f"retry max_retry_count {setting.get('max_retry_count')!r}: use a whole number "
-                             "(-1 retries forever)") from None
+            raise ValueError(
+                f"retry max_retry_count {setting.get('max_retry_count')!r}: use a whole number "
+                "(-1 retries forever)"
+            ) from None
         return cls(
             strategy=strategy,
             max_retry_count=max_retry_count,
@@ -164,8 +174,9 @@ class InvocationResult:
 class Invoker:
     """Runs functions on the host loop or in the thread pool and logs one line per invocation."""
 
-    def __init__(self, function_directory: str, max_workers: int | None = None,
-                 timeout_seconds: float | None = None) -> None:
+    def __init__(
+        self, function_directory: str, max_workers: int | None = None, timeout_seconds: float | None = None
+    ) -> None:
         self._directory = function_directory
         # host.json functionTimeout: the invocation fails after it (a sync function's thread runs on).
         self._timeout = timeout_seconds
@@ -174,11 +185,17 @@ class Invoker:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _context(self, function: RegisteredFunction, invocation_id: str, retry: RetryContext) -> InvocationContext:
+    def _context(
+        self, function: RegisteredFunction, invocation_id: str, retry: RetryContext
+    ) -> InvocationContext:
         trace_parent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
-        return InvocationContext(invocation_id, function.name, self._directory, TraceContext(trace_parent), retry)
+        return InvocationContext(
+            invocation_id, function.name, self._directory, TraceContext(trace_parent), retry
+        )
 
-    async def _call_once(self, function: RegisteredFunction, trigger_value: Any, context: InvocationContext) -> Any:
+    async def _call_once(
+        self, function: RegisteredFunction, trigger_value: Any, context: InvocationContext
+    ) -> Any:
         kwargs: dict[str, Any] = {function.trigger_name: trigger_value}
         if function.wants_context:
             kwargs["context"] = context
@@ -191,11 +208,16 @@ class Invoker:
             return await running
         try:
             return await asyncio.wait_for(running, self._timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise FunctionTimeout(f"functionTimeout of {self._timeout:g}s exceeded") from None
 
-    async def invoke(self, function: RegisteredFunction, make_trigger_value: Callable[[], Any],
-                     invocation_id: str | None = None, retry: bool = False) -> InvocationResult:
+    async def invoke(
+        self,
+        function: RegisteredFunction,
+        make_trigger_value: Callable[[], Any],
+        invocation_id: str | None = None,
+        retry: bool = False,
+    ) -> InvocationResult:
         """Invoke once (or under the function's retry policy when `retry`); never raises the function's error."""
         invocation_id = invocation_id or str(uuid.uuid4())
         policy = RetryPolicy.from_setting(function.retry_policy) if retry else None
@@ -216,20 +238,32 @@ class Invoker:
                 result.error = last_error = exc
                 _log.error(
                     "function failed: function=%s invocation=%s attempt=%d error=%s at=%s",
-                    function.name, invocation_id, attempt + 1, type(exc).__name__, _where(exc),
+                    function.name,
+                    invocation_id,
+                    attempt + 1,
+                    type(exc).__name__,
+                    _where(exc),
                 )
                 if policy is None or not policy.allows(attempt + 1):
                     break
                 attempt += 1
                 delay = policy.delay_before(attempt)
-                _log.info("retrying: function=%s invocation=%s retry=%d in %.3fs",
-                          function.name, invocation_id, attempt, delay)
+                _log.info(
+                    "retrying: function=%s invocation=%s retry=%d in %.3fs",
+                    function.name,
+                    invocation_id,
+                    attempt,
+                    delay,
+                )
                 await asyncio.sleep(delay)
         result.attempts = attempt + 1
         result.duration_ms = (time.perf_counter() - started) * 1000
         _log.info(
             "invocation: function=%s invocation=%s status=%s duration_ms=%.1f attempts=%d",
-            function.name, invocation_id, "succeeded" if result.succeeded else "failed",
-            result.duration_ms, result.attempts,
+            function.name,
+            invocation_id,
+            "succeeded" if result.succeeded else "failed",
+            result.duration_ms,
+            result.attempts,
         )
         return result

@@ -34,7 +34,7 @@ class HostKeys:
     eventGridSystemKey: str
 
     @classmethod
-    def load_or_create(cls, state_dir: Path) -> "HostKeys":
+    def load_or_create(cls, state_dir: Path) -> HostKeys:
         """Read keys.json, or create it (0600) on first start; missing fields are added, existing kept."""
         path = state_dir / "keys.json"
         existing: dict[str, str] = {}
@@ -42,10 +42,13 @@ class HostKeys:
             try:
                 existing = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
-                raise RuntimeError(f"{path} is not valid JSON ({exc}); delete it to generate new keys") from None
+                raise RuntimeError(
+                    f"{path} is not valid JSON ({exc}); delete it to generate new keys"
+                ) from None
             if not isinstance(existing, dict) or not all(isinstance(v, str) for v in existing.values()):
-                raise RuntimeError(f"{path} is not an object of key names to strings; "
-                                   "delete it to generate new keys")
+                raise RuntimeError(
+                    f"{path} is not an object of key names to strings; delete it to generate new keys"
+                )
         values = {name: existing.get(name) or _new_key() for name in cls.__dataclass_fields__}
         keys = cls(**values)
         if values != existing:

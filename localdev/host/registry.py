@@ -13,10 +13,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import azure.functions as func
 
@@ -135,7 +136,9 @@ def _describe(function: Any, environ: Mapping[str, str]) -> RegisteredFunction:
             f"cannot load the {name} function: the following parameters are declared in function.json but not "
             f"in Python: {absent}"
         )
-    trigger_binding = next(b for b in bindings if b.get("name") == trigger.name and b.get("direction") == "IN")
+    trigger_binding = next(
+        b for b in bindings if b.get("name") == trigger.name and b.get("direction") == "IN"
+    )
     entry = RegisteredFunction(
         name=name,
         trigger_type=trigger.type,
@@ -162,7 +165,9 @@ def _describe(function: Any, environ: Mapping[str, str]) -> RegisteredFunction:
         )
     if trigger.type == HTTP_TRIGGER:
         if getattr(function, "http_type", "function") != "function":
-            raise FunctionLoadError(f"cannot load the {name} function: ASGI/WSGI apps are not supported locally")
+            raise FunctionLoadError(
+                f"cannot load the {name} function: ASGI/WSGI apps are not supported locally"
+            )
         methods = trigger_binding.get("methods") or list(ALL_METHODS)
         entry.route = trigger_binding.get("route") or name
         entry.methods = tuple(str(m).upper() for m in methods)
@@ -170,7 +175,9 @@ def _describe(function: Any, environ: Mapping[str, str]) -> RegisteredFunction:
         try:
             entry.template = compile_route(entry.route)
         except ValueError as exc:
-            raise FunctionLoadError(f"cannot load the {name} function: route {entry.route!r}: {exc}") from None
+            raise FunctionLoadError(
+                f"cannot load the {name} function: route {entry.route!r}: {exc}"
+            ) from None
     elif trigger.type == TIMER_TRIGGER:
         entry.schedule = trigger_binding.get("schedule")
         entry.run_on_startup = bool(trigger_binding.get("runOnStartup"))

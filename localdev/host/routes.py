@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Callable
 from urllib.parse import unquote
 
 
@@ -181,8 +181,14 @@ def _split_constraints(text: str) -> tuple[str, list[tuple[str, str | None]], st
         if j < len(rest) and rest[j] == "(":
             # The argument ends at the first ')' followed by ':', '=', the end, or a final '?';
             # a regex may hold other ')' (e.g. `regex(^(a|b)$)`).
-            end = next((k for k in range(j + 1, len(rest)) if rest[k] == ")" and
-                        (rest[k + 1:k + 2] in ("", ":", "=") or rest[k + 1:] == "?")), -1)
+            end = next(
+                (
+                    k
+                    for k in range(j + 1, len(rest))
+                    if rest[k] == ")" and (rest[k + 1 : k + 2] in ("", ":", "=") or rest[k + 1 :] == "?")
+                ),
+                -1,
+            )
             if end < 0:
                 raise RouteTemplateError(f"unbalanced parentheses in constraint {cname!r}")
             constraints.append((cname, rest[j + 1 : end]))
@@ -300,7 +306,9 @@ def compile_route(template: str) -> RouteTemplate:
             parameters.append(part)
             if part.catch_all:
                 if not is_last or len(parts) != 1:
-                    raise RouteTemplateError(f"catch-all {{*{part.name}}} must be the last segment of {template!r}")
+                    raise RouteTemplateError(
+                        f"catch-all {{*{part.name}}} must be the last segment of {template!r}"
+                    )
                 seg_regex += f"(?P<p{index}>.*)"
                 optional_segment = True
             else:

@@ -81,10 +81,17 @@ async def start_host(config: HostConfig) -> RunningHost:
     registry = load_registry(app_dir / config.script_file)
     state_dir = config.state_dir if config.state_dir.is_absolute() else app_dir / config.state_dir
     keys = HostKeys.load_or_create(state_dir)
-    invoker = Invoker(str(app_dir), max_workers=int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "0")) or None,
-                      timeout_seconds=host_json.function_timeout_seconds)
-    timers = TimerService([f for f in registry.functions.values() if f.trigger_type == TIMER_TRIGGER],
-                          invoker, os.environ, state_dir)
+    invoker = Invoker(
+        str(app_dir),
+        max_workers=int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "0")) or None,
+        timeout_seconds=host_json.function_timeout_seconds,
+    )
+    timers = TimerService(
+        [f for f in registry.functions.values() if f.trigger_type == TIMER_TRIGGER],
+        invoker,
+        os.environ,
+        state_dir,
+    )
     function_host = FunctionHost(registry, keys, invoker, timers, host_json.route_prefix, config.auth)
     runner = web.AppRunner(create_app(function_host), access_log=None, handle_signals=False)
     await runner.setup()
@@ -98,8 +105,11 @@ async def start_host(config: HostConfig) -> RunningHost:
     except OSError as exc:
         await runner.cleanup()
         invoker.close()
-        raise OSError(exc.errno, f"cannot listen on {config.host}:{config.port} ({exc.strerror}); "
-                                 "pick another --port, or 0 for a free one") from None
+        raise OSError(
+            exc.errno,
+            f"cannot listen on {config.host}:{config.port} ({exc.strerror}); "
+            "pick another --port, or 0 for a free one",
+        ) from None
     port = int(runner.addresses[0][1])
     shown = "127.0.0.1" if config.host in ("127.0.0.1", "localhost", "0.0.0.0", "") else config.host
     if ":" in shown:
@@ -118,7 +128,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port} ({exc.strerror}); "
-                                 "pick another --port, or 0 for a free one") from None
+        raise OSError(
+            exc.errno,
+            f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, or 0 for a free one",
+        ) from None
     sock.setblocking(False)
     return sock

@@ -14,10 +14,11 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from azure.functions import meta
 from croniter import croniter
@@ -46,7 +47,7 @@ def resolve_schedule(function_name: str, schedule: str | None, environ: Mapping[
         if value is None or not value.strip():
             raise ScheduleError(
                 f"timer function {function_name}: schedule {schedule} names app setting {setting}, which is "
-                f"not set. Add \"{setting}\": \"0 */5 * * * *\" (an NCRONTAB expression) to local.settings.json "
+                f'not set. Add "{setting}": "0 */5 * * * *" (an NCRONTAB expression) to local.settings.json '
                 "Values or the environment."
             )
         return value.strip()
@@ -68,7 +69,9 @@ class NCrontab:
         self.expression = " ".join(fields)
         # NCRONTAB needs both day-of-month and day-of-week to match (cron's OR does not apply).
         if not croniter.is_valid(self.expression, second_at_beginning=True):
-            raise ScheduleError(f"timer function {function_name}: schedule {expression!r} is not valid NCRONTAB")
+            raise ScheduleError(
+                f"timer function {function_name}: schedule {expression!r} is not valid NCRONTAB"
+            )
 
     def next_after(self, moment: datetime) -> datetime:
         it = croniter(self.expression, moment, second_at_beginning=True, day_or=False)
@@ -76,7 +79,7 @@ class NCrontab:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -99,7 +102,11 @@ class ScheduleMonitor:
         return self._status.get(name)
 
     def record(self, name: str, last: datetime, next_due: datetime) -> dict[str, str]:
-        status = {"Last": last.isoformat(), "Next": next_due.isoformat(), "LastUpdated": _utcnow().isoformat()}
+        status = {
+            "Last": last.isoformat(),
+            "Next": next_due.isoformat(),
+            "LastUpdated": _utcnow().isoformat(),
+        }
         self._status[name] = status
         if self._path:
             self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,8 +133,13 @@ class Timer:
 class TimerService:
     """Fires the app's timer functions; one lock per function keeps runs from overlapping."""
 
-    def __init__(self, functions: list[RegisteredFunction], invoker: Invoker, environ: Mapping[str, str],
-                 state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        functions: list[RegisteredFunction],
+        invoker: Invoker,
+        environ: Mapping[str, str],
+        state_dir: Path | None = None,
+    ) -> None:
         self._invoker = invoker
         self._timers: dict[str, Timer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -149,7 +161,11 @@ class TimerService:
     def start(self) -> None:
         for timer in self._timers.values():
             if timer.function.disabled:
-                _log.info("timer %s is disabled (AzureWebJobs.%s.Disabled)", timer.function.name, timer.function.name)
+                _log.info(
+                    "timer %s is disabled (AzureWebJobs.%s.Disabled)",
+                    timer.function.name,
+                    timer.function.name,
+                )
                 continue
             self._tasks.append(asyncio.create_task(self._run(timer), name=f"timer:{timer.function.name}"))
 
@@ -184,8 +200,12 @@ class TimerService:
                 await self.fire(timer, past_due=False, scheduled=_utcnow())
             next_due = timer.crontab.next_after(_utcnow())
             if timer.use_monitor:
-                self._monitor.record(name, datetime.fromisoformat(status["Last"]) if status else _utcnow(), next_due)
-            _log.info("timer %s: schedule %s, next run %s", name, timer.crontab.expression, next_due.isoformat())
+                self._monitor.record(
+                    name, datetime.fromisoformat(status["Last"]) if status else _utcnow(), next_due
+                )
+            _log.info(
+                "timer %s: schedule %s, next run %s", name, timer.crontab.expression, next_due.isoformat()
+            )
             while True:
                 while (remaining := (next_due - _utcnow()).total_seconds()) > 0:
                     await asyncio.sleep(min(remaining, _MAX_SLEEP))

@@ -12,7 +12,8 @@ import binascii
 import json
 import logging
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -21,11 +22,27 @@ from .auth import CHALLENGE, MISSING_TOKEN, TokenAuthority
 from .control import FaultPlan, RequestStats
 from .limits import Throttle
 from .store import (
-    SecretAttributesInput, SecretRecord, SecretVersion, SoftDeletePolicy, VaultStore, decode_marker, encode_marker,
+    SecretAttributesInput,
+    SecretRecord,
+    SecretVersion,
+    SoftDeletePolicy,
+    VaultStore,
+    decode_marker,
+    encode_marker,
 )
 
-
-STABLE_API_VERSIONS = ("2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01", "2026-04-01")
+STABLE_API_VERSIONS = (
+    "2016-10-01",
+    "7.0",
+    "7.1",
+    "7.2",
+    "7.3",
+    "7.4",
+    "7.5",
+    "7.6",
+    "2025-07-01",
+    "2026-04-01",
+)
 PREVIEW_API_VERSIONS = ("7.6-preview.2", "2025-06-01-preview", "2026-01-01-preview", "2026-03-01-preview")
 API_VERSIONS = frozenset(STABLE_API_VERSIONS + PREVIEW_API_VERSIONS)
 LATEST_API_VERSION = STABLE_API_VERSIONS[-1]
@@ -71,7 +88,9 @@ def _attributes_in(raw: Any) -> SecretAttributesInput | None:
     enabled = raw.get("enabled")
     if enabled is not None and not isinstance(enabled, bool):
         raise errors.BadParameter("Property enabled has invalid value: expected true or false.")
-    return SecretAttributesInput(enabled=enabled, nbf=_int(raw.get("nbf"), "nbf"), exp=_int(raw.get("exp"), "exp"))
+    return SecretAttributesInput(
+        enabled=enabled, nbf=_int(raw.get("nbf"), "nbf"), exp=_int(raw.get("exp"), "exp")
+    )
 
 
 def _tags_in(raw: Any) -> dict[str, str] | None:
@@ -103,8 +122,14 @@ async def _body(request: web.Request) -> dict[str, Any]:
 class VaultApi:
     """Routes and shapes. `vault_url` (https://localhost:PORT) is set once the listener is bound."""
 
-    def __init__(self, store: VaultStore, authority: TokenAuthority, throttle: Throttle,
-                 stats: RequestStats, faults: FaultPlan) -> None:
+    def __init__(
+        self,
+        store: VaultStore,
+        authority: TokenAuthority,
+        throttle: Throttle,
+        stats: RequestStats,
+        faults: FaultPlan,
+    ) -> None:
         self.store = store
         self.authority = authority
         self.throttle = throttle
@@ -161,8 +186,9 @@ class VaultApi:
         self.stats.record_status(response.status)
         return response
 
-    async def _admit(self, request: web.Request, handler: Handler, operation: str | None,
-                     authorization: str) -> web.StreamResponse:
+    async def _admit(
+        self, request: web.Request, handler: Handler, operation: str | None, authorization: str
+    ) -> web.StreamResponse:
         identity = self.authority.verify(authorization)
         version = request.query.get("api-version")
         if version not in API_VERSIONS:
@@ -236,7 +262,12 @@ class VaultApi:
         (versions are replaced, never changed in place, so identity tells)."""
         current, policy = record.current, self.store.policy
         cached = self._listed.get(record.key)
-        if cached is not None and cached[0] is current and cached[1] is policy and cached[2] == self.vault_url:
+        if (
+            cached is not None
+            and cached[0] is current
+            and cached[1] is policy
+            and cached[2] == self.vault_url
+        ):
             return cached[3]
         item = _dumps(self._item(record, current, versioned=False))
         self._listed[record.key] = (current, policy, self.vault_url, item)
@@ -269,14 +300,18 @@ class VaultApi:
             size = 0
         if not 1 <= size <= MAX_RESULTS:
             # inferred text: the service's message for this check was not captured
-            raise errors.BadParameter(f"Invalid maxresults value {raw}: it must be between 1 and {MAX_RESULTS}.")
+            raise errors.BadParameter(
+                f"Invalid maxresults value {raw}: it must be between 1 and {MAX_RESULTS}."
+            )
         return size
 
     def _next_link(self, request: web.Request, marker: str | int | None, size: int) -> str | None:
         if marker is None:
             return None
-        return (f"{self.vault_url}{request.path}?api-version={request.query['api-version']}"
-                f"&$skiptoken={encode_marker(marker)}&maxresults={size}")
+        return (
+            f"{self.vault_url}{request.path}?api-version={request.query['api-version']}"
+            f"&$skiptoken={encode_marker(marker)}&maxresults={size}"
+        )
 
     # ---- operations -------------------------------------------------------------------------------
     async def set_secret(self, request: web.Request) -> web.Response:
@@ -285,8 +320,10 @@ class VaultApi:
         if not isinstance(value, str):
             raise errors.BadParameter("Property value is required and must be a string.")
         record, version = self.store.set_secret(
-            request.match_info["name"], value,
-            content_type=_content_type_in(body.get("contentType")), tags=_tags_in(body.get("tags")),
+            request.match_info["name"],
+            value,
+            content_type=_content_type_in(body.get("contentType")),
+            tags=_tags_in(body.get("tags")),
             attributes=_attributes_in(body.get("attributes")),
         )
         return self._ok(self._bundle(record, version, with_value=True))
@@ -298,8 +335,10 @@ class VaultApi:
     async def update_secret(self, request: web.Request) -> web.Response:
         body = await _body(request)
         record, version = self.store.update_secret(
-            request.match_info["name"], request.match_info.get("version"),
-            content_type=_content_type_in(body.get("contentType")), tags=_tags_in(body.get("tags")),
+            request.match_info["name"],
+            request.match_info.get("version"),
+            content_type=_content_type_in(body.get("contentType")),
+            tags=_tags_in(body.get("tags")),
             attributes=_attributes_in(body.get("attributes")),
         )
         return self._ok(self._bundle(record, version, with_value=False))
@@ -309,8 +348,13 @@ class VaultApi:
         token = request.query.get("$skiptoken")
         records, marker = self.store.list_secrets(str(decode_marker(token)) if token else None, size)
         # the same bytes as dumping {"value": [...], "nextLink": ...} whole, from cached items
-        body = b'{"value":[' + b",".join([self._listed_item(r) for r in records]) + b'],"nextLink":' \
-            + _dumps(self._next_link(request, marker, size)) + b"}"
+        body = (
+            b'{"value":['
+            + b",".join([self._listed_item(r) for r in records])
+            + b'],"nextLink":'
+            + _dumps(self._next_link(request, marker, size))
+            + b"}"
+        )
         return _json_bytes(200, body, self._headers())
 
     async def list_versions(self, request: web.Request) -> web.Response:
@@ -322,10 +366,12 @@ class VaultApi:
         name = request.match_info["name"]
         versions, marker = self.store.list_versions(name, offset, size)
         record = self.store.get_record(name)
-        return self._ok({
-            "value": [self._item(record, v, versioned=True) for v in versions],
-            "nextLink": self._next_link(request, marker, size),
-        })
+        return self._ok(
+            {
+                "value": [self._item(record, v, versioned=True) for v in versions],
+                "nextLink": self._next_link(request, marker, size),
+            }
+        )
 
     async def delete_secret(self, request: web.Request) -> web.Response:
         record = self.store.delete_secret(request.match_info["name"])
@@ -338,10 +384,12 @@ class VaultApi:
         size = self._page_size(request)
         token = request.query.get("$skiptoken")
         records, marker = self.store.list_deleted(str(decode_marker(token)) if token else None, size)
-        return self._ok({
-            "value": [self._deleted(r, versioned=False) for r in records],
-            "nextLink": self._next_link(request, marker, size),
-        })
+        return self._ok(
+            {
+                "value": [self._deleted(r, versioned=False) for r in records],
+                "nextLink": self._next_link(request, marker, size),
+            }
+        )
 
     async def purge(self, request: web.Request) -> web.Response:
         self.store.purge_deleted(request.match_info["name"])

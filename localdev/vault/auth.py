@@ -19,15 +19,19 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import errors
 from ..statedir import write_private
+from . import errors
 
 TENANT_ID = "7b3e9f2a-4c1d-4e8b-9a6f-2d5c8e1b0a47"  # a GUID, so the SDK's challenge parser gets a real tenant
 VAULT_RESOURCE = "https://vault.azure.net"
-VAULT_APP_ID = "cfa8b339-82a2-471a-a3c9-0fc0be7a4093"  # the Key Vault service principal, accepted as an audience
+VAULT_APP_ID = (
+    "cfa8b339-82a2-471a-a3c9-0fc0be7a4093"  # the Key Vault service principal, accepted as an audience
+)
 ACCEPTED_AUDIENCES = frozenset({VAULT_RESOURCE, VAULT_RESOURCE + "/", VAULT_APP_ID})
 ISSUER = f"https://sts.windows.net/{TENANT_ID}/"
-CHALLENGE = f'Bearer authorization="https://login.microsoftonline.com/{TENANT_ID}", resource="{VAULT_RESOURCE}"'
+CHALLENGE = (
+    f'Bearer authorization="https://login.microsoftonline.com/{TENANT_ID}", resource="{VAULT_RESOURCE}"'
+)
 MISSING_TOKEN = "AKV10000: Request is missing a Bearer or PoP token."
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-00000000c0de"
 RESOURCE_GROUP = "localdev"
@@ -58,10 +62,14 @@ ROLE_DATA_ACTIONS: dict[str, tuple[str, ...]] = {
     "Purge": (f"{SECRETS}/purge/action",),
 }
 _ROLE_ALIASES = {
-    "administrator": "Key Vault Administrator", "admin": "Key Vault Administrator",
-    "secrets-officer": "Key Vault Secrets Officer", "officer": "Key Vault Secrets Officer",
-    "secrets-user": "Key Vault Secrets User", "user": "Key Vault Secrets User",
-    "reader": "Key Vault Reader", "purge": "Purge",
+    "administrator": "Key Vault Administrator",
+    "admin": "Key Vault Administrator",
+    "secrets-officer": "Key Vault Secrets Officer",
+    "officer": "Key Vault Secrets Officer",
+    "secrets-user": "Key Vault Secrets User",
+    "user": "Key Vault Secrets User",
+    "reader": "Key Vault Reader",
+    "purge": "Purge",
 }
 
 
@@ -101,25 +109,34 @@ def _roles_allow(roles: tuple[str, ...], action: str) -> bool:
     """Whether any role's data actions match; memoized, as every request asks the same few questions."""
     action = action.lower()
     return any(
-        fnmatch.fnmatchcase(action, pattern.lower())
-        for role in roles
-        for pattern in ROLE_DATA_ACTIONS[role]
+        fnmatch.fnmatchcase(action, pattern.lower()) for role in roles for pattern in ROLE_DATA_ACTIONS[role]
     )
 
 
-def make_identity(name: str, roles: list[str], *, system_assigned: bool = False,
-                  client_id: str | None = None, object_id: str | None = None,
-                  resource_id: str | None = None) -> Identity:
+def make_identity(
+    name: str,
+    roles: list[str],
+    *,
+    system_assigned: bool = False,
+    client_id: str | None = None,
+    object_id: str | None = None,
+    resource_id: str | None = None,
+) -> Identity:
     """Stable ids derived from the name, so tokens and configs agree across restarts."""
     client_id = client_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"localdev-vault/client/{name}"))
     object_id = object_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"localdev-vault/object/{name}"))
     kind = "sites" if system_assigned else "userAssignedIdentities"
     resource_id = resource_id or (
         f"/subscriptions/{SUBSCRIPTION_ID}/resourcegroups/{RESOURCE_GROUP}/providers/"
-        + ("Microsoft.Web/sites/localdev-functions" if system_assigned
-           else f"Microsoft.ManagedIdentity/{kind}/{name}")
+        + (
+            "Microsoft.Web/sites/localdev-functions"
+            if system_assigned
+            else f"Microsoft.ManagedIdentity/{kind}/{name}"
+        )
     )
-    return Identity(name, client_id, object_id, resource_id, tuple(role_name(r) for r in roles), system_assigned)
+    return Identity(
+        name, client_id, object_id, resource_id, tuple(role_name(r) for r in roles), system_assigned
+    )
 
 
 def default_identities() -> list[Identity]:
@@ -133,9 +150,11 @@ def load_identities(path: Path) -> list[Identity]:
         document = json.loads(path.read_text())
         return [
             make_identity(
-                str(item["name"]), list(item.get("roles", [])),
+                str(item["name"]),
+                list(item.get("roles", [])),
                 system_assigned=bool(item.get("system_assigned", False)),
-                client_id=item.get("client_id"), object_id=item.get("object_id"),
+                client_id=item.get("client_id"),
+                object_id=item.get("object_id"),
                 resource_id=item.get("resource_id"),
             )
             for item in document["identities"]
@@ -163,13 +182,17 @@ class TokenAuthority:
             if isinstance(key, rsa.RSAPrivateKey):
                 return key
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        write_private(path, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ))
+        write_private(
+            path,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
         return key
 
-    def find(self, *, client_id: str | None = None, object_id: str | None = None,
-             resource_id: str | None = None) -> Identity | None:
+    def find(
+        self, *, client_id: str | None = None, object_id: str | None = None, resource_id: str | None = None
+    ) -> Identity | None:
         """The identity selected by one of the ids, or the system-assigned one when none is given."""
         for identity in self.identities:
             if client_id and identity.client_id.lower() == client_id.lower():
@@ -189,9 +212,17 @@ class TokenAuthority:
         now = int(time.time())
         expires_on = int(now + lifetime)
         claims = {
-            "aud": audience, "iss": ISSUER, "iat": now, "nbf": now - 300 if lifetime > 0 else now - 600,
-            "exp": expires_on, "appid": identity.client_id, "oid": identity.object_id,
-            "sub": identity.object_id, "tid": TENANT_ID, "idtyp": "app", "xms_mirid": identity.resource_id,
+            "aud": audience,
+            "iss": ISSUER,
+            "iat": now,
+            "nbf": now - 300 if lifetime > 0 else now - 600,
+            "exp": expires_on,
+            "appid": identity.client_id,
+            "oid": identity.object_id,
+            "sub": identity.object_id,
+            "tid": TENANT_ID,
+            "idtyp": "app",
+            "xms_mirid": identity.resource_id,
         }
         token = jwt.encode(claims, self.signing_key, algorithm="RS256", headers={"kid": self.key_id})
         return token, expires_on
@@ -207,13 +238,17 @@ class TokenAuthority:
             return cached[0]
         try:
             claims = jwt.decode(
-                token, self.signing_key.public_key(), algorithms=["RS256"],
+                token,
+                self.signing_key.public_key(),
+                algorithms=["RS256"],
                 options={"verify_aud": False, "require": ["exp", "aud", "iss", "oid"]},
             )
         except jwt.ExpiredSignatureError:
             raise errors.Unauthorized("[TokenExpired] Error validating token: 'S2S12086'.") from None
         except jwt.InvalidSignatureError:
-            raise errors.Unauthorized("AKV10046: Unable to resolve the key used for signature validation.") from None
+            raise errors.Unauthorized(
+                "AKV10046: Unable to resolve the key used for signature validation."
+            ) from None
         except jwt.PyJWTError as exc:
             raise errors.Unauthorized(f"Error validating token: {type(exc).__name__}.") from None
         if claims["aud"] not in ACCEPTED_AUDIENCES:
@@ -221,7 +256,9 @@ class TokenAuthority:
                 f"AKV10022: Invalid audience. Expected {VAULT_RESOURCE} or {VAULT_APP_ID}, found: {claims['aud']}."
             )
         if claims["iss"] != ISSUER:
-            raise errors.Unauthorized(f"AKV10032: Invalid issuer. Expected one of {ISSUER}, found: {claims['iss']}.")
+            raise errors.Unauthorized(
+                f"AKV10032: Invalid issuer. Expected one of {ISSUER}, found: {claims['iss']}."
+            )
         identity = next((i for i in self.identities if i.object_id == claims["oid"]), None)
         if identity is None:  # a token for an identity no longer configured: it holds no roles
             identity = Identity("unknown", str(claims.get("appid", "")), str(claims["oid"]), "", ())

@@ -10,8 +10,9 @@ import ipaddress
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -23,8 +24,17 @@ if TYPE_CHECKING:
     from .server import VaultRuntime
 
 OPERATIONS = (
-    "SetSecret", "GetSecret", "GetSecrets", "GetSecretVersions", "UpdateSecret", "DeleteSecret",
-    "GetDeletedSecret", "GetDeletedSecrets", "PurgeDeletedSecret", "RecoverDeletedSecret", "BackupSecret",
+    "SetSecret",
+    "GetSecret",
+    "GetSecrets",
+    "GetSecretVersions",
+    "UpdateSecret",
+    "DeleteSecret",
+    "GetDeletedSecret",
+    "GetDeletedSecrets",
+    "PurgeDeletedSecret",
+    "RecoverDeletedSecret",
+    "BackupSecret",
     "RestoreSecret",
 )
 
@@ -121,7 +131,7 @@ def _loopback(request: web.Request) -> bool:
 class ControlApi:
     """The /_emulator/ routes; every change applies at once to the running vault."""
 
-    def __init__(self, runtime: "VaultRuntime") -> None:
+    def __init__(self, runtime: VaultRuntime) -> None:
         self.runtime = runtime
 
     def app(self) -> web.Application:
@@ -193,9 +203,12 @@ class ControlApi:
     async def set_faults(self, request: web.Request) -> web.Response:
         body = await self._json(request)
         rule = FaultRule(
-            operation=body.get("operation"), status=int(body.get("status", 0)), rate=float(body.get("rate", 1.0)),
+            operation=body.get("operation"),
+            status=int(body.get("status", 0)),
+            rate=float(body.get("rate", 1.0)),
             retry_after=None if body.get("retry_after") is None else float(body["retry_after"]),
-            drop=bool(body.get("drop", False)), latency=float(body.get("latency", 0.0)),
+            drop=bool(body.get("drop", False)),
+            latency=float(body.get("latency", 0.0)),
             count=None if body.get("count") is None else int(body["count"]),
         )
         if not (rule.status or rule.drop or rule.latency):
@@ -225,7 +238,8 @@ class ControlApi:
             transactions_per_10s=int(body.get("transactions_per_10s", current.transactions_per_10s)),
             creates_per_10s=int(body.get("creates_per_10s", current.creates_per_10s)),
             retry_after=(None if body["retry_after"] is None else float(body["retry_after"]))
-            if "retry_after" in body else current.retry_after,
+            if "retry_after" in body
+            else current.retry_after,
             window_seconds=float(body.get("window_seconds", current.window_seconds)),
         )
         if settings.window_seconds <= 0 or settings.transactions_per_10s < 1 or settings.creates_per_10s < 1:
@@ -261,7 +275,9 @@ class ControlApi:
         token, expires_on = authority.issue(
             identity, str(body.get("audience", VAULT_RESOURCE)), float(body.get("lifetime_seconds", 3600))
         )
-        return web.json_response({"access_token": token, "expires_on": expires_on, "client_id": identity.client_id})
+        return web.json_response(
+            {"access_token": token, "expires_on": expires_on, "client_id": identity.client_id}
+        )
 
     async def check_events(self, request: web.Request) -> web.Response:
         sent = self.runtime.check_expiry_events()
@@ -281,8 +297,9 @@ class ControlClient:
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         # verify per request: a session-level verify loses to REQUESTS_CA_BUNDLE in the environment
-        response = self.session.request(method, f"{self.base}/{path}", json=body, timeout=self.timeout,
-                                        verify=self.ca_bundle)
+        response = self.session.request(
+            method, f"{self.base}/{path}", json=body, timeout=self.timeout, verify=self.ca_bundle
+        )
         if response.status_code >= 400:
             raise RuntimeError(f"control call {method} {path} failed: {response.status_code} {response.text}")
         return response.json()
@@ -299,11 +316,29 @@ class ControlClient:
     def advance_clock(self, seconds: float) -> dict[str, Any]:
         return self._call("POST", "clock", {"advance_seconds": seconds})
 
-    def set_faults(self, operation: str | None, status: int, rate: float = 1.0, retry_after: float | None = None,
-                   drop: bool = False, latency: float = 0.0, count: int | None = None) -> dict[str, Any]:
-        return self._call("PUT", "faults", {"operation": operation, "status": status, "rate": rate,
-                                             "retry_after": retry_after, "drop": drop, "latency": latency,
-                                             "count": count})
+    def set_faults(
+        self,
+        operation: str | None,
+        status: int,
+        rate: float = 1.0,
+        retry_after: float | None = None,
+        drop: bool = False,
+        latency: float = 0.0,
+        count: int | None = None,
+    ) -> dict[str, Any]:
+        return self._call(
+            "PUT",
+            "faults",
+            {
+                "operation": operation,
+                "status": status,
+                "rate": rate,
+                "retry_after": retry_after,
+                "drop": drop,
+                "latency": latency,
+                "count": count,
+            },
+        )
 
     def faults(self) -> list[dict[str, Any]]:
         return self._call("GET", "faults")
@@ -314,22 +349,40 @@ class ControlClient:
     def set_latency(self, seconds: float) -> None:
         self._call("PUT", "latency", {"seconds": seconds})
 
-    def set_throttling(self, enabled: bool, transactions_per_10s: int = 4000, creates_per_10s: int = 300,
-                       retry_after: float | None = 1.0, window_seconds: float = 10.0) -> dict[str, Any]:
-        return self._call("PUT", "throttling", {"enabled": enabled, "transactions_per_10s": transactions_per_10s,
-                                                "creates_per_10s": creates_per_10s, "retry_after": retry_after,
-                                                "window_seconds": window_seconds})
+    def set_throttling(
+        self,
+        enabled: bool,
+        transactions_per_10s: int = 4000,
+        creates_per_10s: int = 300,
+        retry_after: float | None = 1.0,
+        window_seconds: float = 10.0,
+    ) -> dict[str, Any]:
+        return self._call(
+            "PUT",
+            "throttling",
+            {
+                "enabled": enabled,
+                "transactions_per_10s": transactions_per_10s,
+                "creates_per_10s": creates_per_10s,
+                "retry_after": retry_after,
+                "window_seconds": window_seconds,
+            },
+        )
 
     def set_soft_delete(self, retention_days: int = 90, purge_protection: bool = False) -> dict[str, Any]:
-        return self._call("PUT", "soft-delete", {"retention_days": retention_days,
-                                                 "purge_protection": purge_protection})
+        return self._call(
+            "PUT", "soft-delete", {"retention_days": retention_days, "purge_protection": purge_protection}
+        )
 
-    def set_operation_latency(self, delete: float | None = None, recover: float | None = None) -> dict[str, Any]:
+    def set_operation_latency(
+        self, delete: float | None = None, recover: float | None = None
+    ) -> dict[str, Any]:
         body = {k: v for k, v in (("delete", delete), ("recover", recover)) if v is not None}
         return self._call("PUT", "operation-latency", body)
 
-    def issue_token(self, identity: str | None = None, audience: str | None = None,
-                    lifetime_seconds: float = 3600) -> str:
+    def issue_token(
+        self, identity: str | None = None, audience: str | None = None, lifetime_seconds: float = 3600
+    ) -> str:
         body: dict[str, Any] = {"lifetime_seconds": lifetime_seconds}
         if identity:
             body["identity"] = identity

@@ -163,7 +163,9 @@ class InternalError(ServiceError):
     status, code = 500, "InternalServerError"
 
     def __init__(self) -> None:
-        super().__init__("The local Key Vault failed on this request; its log has the details. Retry, or report it.")
+        super().__init__(
+            "The local Key Vault failed on this request; its log has the details. Retry, or report it."
+        )
 
 
 class InjectedFault(ServiceError):
@@ -175,4 +177,6 @@ class InjectedFault(ServiceError):
             status, "InjectedFault"
         )
         headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
-        super().__init__(f"Fault injected by the local Key Vault test controls (HTTP {status}).", headers=headers)
+        super().__init__(
+            f"Fault injected by the local Key Vault test controls (HTTP {status}).", headers=headers
+        )

@@ -29,8 +29,16 @@ DEFAULT_WEBHOOK = "http://127.0.0.1:7071/runtime/webhooks/eventgrid?functionName
 
 
 class EventPublisher:
-    def __init__(self, url: str, store: VaultStore, *, check_interval: float = 60.0, attempts: int = 3,
-                 retry_delay: float = 0.5, queue_size: int = 1000) -> None:
+    def __init__(
+        self,
+        url: str,
+        store: VaultStore,
+        *,
+        check_interval: float = 60.0,
+        attempts: int = 3,
+        retry_delay: float = 0.5,
+        queue_size: int = 1000,
+    ) -> None:
         self.url = url
         self.store = store
         self.vault_url = ""
@@ -47,12 +55,12 @@ class EventPublisher:
 
     # ---- producing --------------------------------------------------------------------------------
     def _event(self, event_type: str, record: SecretRecord, version: SecretVersion) -> dict[str, Any]:
-        now = dt.datetime.fromtimestamp(self.store.clock.now(), dt.timezone.utc)
+        now = dt.datetime.fromtimestamp(self.store.clock.now(), dt.UTC)
         vault = self.store.vault_name
         return {
             "id": str(uuid.uuid4()),
             "topic": f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{RESOURCE_GROUP}"
-                     f"/providers/Microsoft.KeyVault/vaults/{vault}",
+            f"/providers/Microsoft.KeyVault/vaults/{vault}",
             "subject": record.name,
             "eventType": event_type,
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z",
@@ -94,7 +102,10 @@ class EventPublisher:
                 self._near_sent.add(version.version)
                 self._enqueue(self._event(EXPIRED, record, version))
                 queued += 1
-            elif version.exp - NEAR_EXPIRY_WINDOW <= now < version.exp and version.version not in self._near_sent:
+            elif (
+                version.exp - NEAR_EXPIRY_WINDOW <= now < version.exp
+                and version.version not in self._near_sent
+            ):
                 self._near_sent.add(version.version)
                 self._enqueue(self._event(NEAR_EXPIRY, record, version))
                 queued += 1
@@ -107,7 +118,10 @@ class EventPublisher:
     # ---- delivering -------------------------------------------------------------------------------
     def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        self._tasks = [asyncio.create_task(self._deliver_forever()), asyncio.create_task(self._check_forever())]
+        self._tasks = [
+            asyncio.create_task(self._deliver_forever()),
+            asyncio.create_task(self._check_forever()),
+        ]
 
     async def _check_forever(self) -> None:
         while True:
@@ -138,7 +152,7 @@ class EventPublisher:
                         self.delivered += 1
                         return
                     problem = f"HTTP {response.status}"
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             if attempt < self.attempts:
                 await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
@@ -147,8 +161,15 @@ class EventPublisher:
             advice = "add &code=<eventGridSystemKey from keys.json> to the events URL, or run the host with --no-auth"
         else:
             advice = "is the Functions host running?"
-        _log.warning("event %s for %s not delivered to %s after %d attempts (%s); %s",
-                     event["eventType"], event["subject"], self.display_url, self.attempts, problem, advice)
+        _log.warning(
+            "event %s for %s not delivered to %s after %d attempts (%s); %s",
+            event["eventType"],
+            event["subject"],
+            self.display_url,
+            self.attempts,
+            problem,
+            advice,
+        )
 
     @property
     def display_url(self) -> str:

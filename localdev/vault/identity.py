@@ -21,7 +21,9 @@ API_VERSION = "2019-08-01"
 def _refuse(status: int, message: str) -> web.Response:
     # App Service answers token errors as {"statusCode": n, "message": "..."}
     return web.Response(
-        status=status, body=json.dumps({"statusCode": status, "message": message}), content_type="application/json"
+        status=status,
+        body=json.dumps({"statusCode": status, "message": message}),
+        content_type="application/json",
     )
 
 
@@ -60,13 +62,17 @@ class IdentityEndpoint:
         )
         if identity is None:
             configured = ", ".join(f"{i.name} (client_id {i.client_id})" for i in self.authority.identities)
-            return _refuse(400, f"Unable to load the proper Managed Identity. Configured identities: {configured}.")
+            return _refuse(
+                400, f"Unable to load the proper Managed Identity. Configured identities: {configured}."
+            )
         token, expires_on = self.authority.issue(identity, resource, self.token_lifetime)
         self.issued += 1
-        return web.json_response({
-            "access_token": token,
-            "expires_on": str(expires_on),
-            "resource": resource,
-            "token_type": "Bearer",
-            "client_id": identity.client_id,
-        })
+        return web.json_response(
+            {
+                "access_token": token,
+                "expires_on": str(expires_on),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": identity.client_id,
+            }
+        )

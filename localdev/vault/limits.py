@@ -40,7 +40,9 @@ class Throttle:
         if not s.enabled:
             return
         is_create = operation == "SetSecret"
-        window, limit = (self._creates, s.creates_per_10s) if is_create else (self._transactions, s.transactions_per_10s)
+        window, limit = (
+            (self._creates, s.creates_per_10s) if is_create else (self._transactions, s.transactions_per_10s)
+        )
         now = time.monotonic()
         while window and window[0] <= now - s.window_seconds:
             window.popleft()

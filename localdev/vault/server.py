@@ -20,14 +20,21 @@ from typing import IO
 
 from aiohttp import web
 
+from ..statedir import write_public
 from .api import VaultApi
 from .auth import Identity, TokenAuthority, default_identities, load_identities
 from .control import ControlApi, FaultPlan, RequestStats
 from .events import EventPublisher
 from .identity import TOKEN_PATH, IdentityEndpoint
 from .limits import Throttle, ThrottleSettings
-from ..statedir import write_public
-from .store import BackupSealer, MemoryPersistence, Persistence, SoftDeletePolicy, SqlitePersistence, VaultStore
+from .store import (
+    BackupSealer,
+    MemoryPersistence,
+    Persistence,
+    SoftDeletePolicy,
+    SqlitePersistence,
+    VaultStore,
+)
 from .tls import TlsFiles, ensure_certificates
 
 _log = logging.getLogger("localdev.vault")
@@ -65,8 +72,9 @@ class VaultConfig:
     write_env_file: bool = True
 
     def throttle_settings(self) -> ThrottleSettings:
-        return ThrottleSettings(self.throttling, self.transactions_per_10s, self.creates_per_10s,
-                                self.throttle_retry_after)
+        return ThrottleSettings(
+            self.throttling, self.transactions_per_10s, self.creates_per_10s, self.throttle_retry_after
+        )
 
     def resolved_identities(self) -> list[Identity]:
         if self.identities is not None:
@@ -92,19 +100,28 @@ class VaultRuntime:
         )
         sealer = BackupSealer(BackupSealer.load_or_create_key(state / "keys" / "backup.key"))
         self.store = VaultStore(
-            persistence, sealer, vault_name=config.vault_name,
+            persistence,
+            sealer,
+            vault_name=config.vault_name,
             policy=SoftDeletePolicy(config.retention_days, config.purge_protection),
         )
         self.authority = TokenAuthority(
-            config.resolved_identities(), TokenAuthority.load_or_create_key(state / "keys" / "token-signing.pem")
+            config.resolved_identities(),
+            TokenAuthority.load_or_create_key(state / "keys" / "token-signing.pem"),
         )
         self.throttle = Throttle(config.throttle_settings())
         self.api = VaultApi(self.store, self.authority, self.throttle, RequestStats(), FaultPlan())
-        self.publisher = EventPublisher(
-            config.events_url, self.store, check_interval=config.events_check_interval,
-            attempts=config.events_attempts, retry_delay=config.events_retry_delay,
-        ) \
-            if config.events_url else None
+        self.publisher = (
+            EventPublisher(
+                config.events_url,
+                self.store,
+                check_interval=config.events_check_interval,
+                attempts=config.events_attempts,
+                retry_delay=config.events_retry_delay,
+            )
+            if config.events_url
+            else None
+        )
         if self.publisher is not None:
             self.store.listeners.append(self.publisher.on_new_version)
         self._apply_startup_settings()
@@ -149,7 +166,9 @@ class RunningVault:
     started_seconds: float = 0.0
     _runners: list[web.AppRunner] = field(default_factory=list, repr=False)
     _lock: IO[str] | None = field(default=None, repr=False)
-    _env_file: Path | None = field(default=None, repr=False)  # removed on stop, so it never names a dead vault
+    _env_file: Path | None = field(
+        default=None, repr=False
+    )  # removed on stop, so it never names a dead vault
 
     def env(self) -> dict[str, str]:
         return {
@@ -195,7 +214,9 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
     return handle
 
 
-async def _serve(app: web.Application, hosts: list[str], port: int, ssl_context=None) -> tuple[web.AppRunner, int]:
+async def _serve(
+    app: web.Application, hosts: list[str], port: int, ssl_context=None
+) -> tuple[web.AppRunner, int]:
     """Bind `app` on every host at one port (port 0: the first bind picks it, the others follow)."""
     # in-flight requests get a few seconds to finish on stop; idle keep-alive connections close at once
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
@@ -208,8 +229,11 @@ async def _serve(app: web.Application, hosts: list[str], port: int, ssl_context=
         except OSError as exc:
             if i == 0:
                 await runner.cleanup()
-                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}. "
-                                         "Pick another port (--port / --identity-port, 0 = any free port).") from exc
+                raise OSError(
+                    exc.errno,
+                    f"cannot listen on {host}:{port}: {exc.strerror}. "
+                    "Pick another port (--port / --identity-port, 0 = any free port).",
+                ) from exc
             _log.debug("not listening on %s:%s (%s)", host, bound, exc)
             continue
         if i == 0:

@@ -15,14 +15,15 @@ import re
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import errors
 from ..statedir import write_private
+from . import errors
 
 NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 MAX_VALUE_BYTES = 25_600
@@ -151,7 +152,9 @@ class SqlitePersistence:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable to the last checkpoint, never corrupt
+        self._db.execute(
+            "PRAGMA synchronous=NORMAL"
+        )  # WAL + NORMAL: durable to the last checkpoint, never corrupt
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(self.SCHEMA)
         self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM versions").fetchone()[0]
@@ -170,8 +173,15 @@ class SqlitePersistence:
         for key, version, value, ctype, tags, enabled, nbf, exp, created, updated in rows:
             if key in records:
                 records[key].versions[version] = SecretVersion(
-                    version, value, ctype, json.loads(tags) if tags else None, bool(enabled), nbf, exp,
-                    created, updated,
+                    version,
+                    value,
+                    ctype,
+                    json.loads(tags) if tags else None,
+                    bool(enabled),
+                    nbf,
+                    exp,
+                    created,
+                    updated,
                 )
         return [r for r in records.values() if r.latest in r.versions]
 
@@ -191,9 +201,19 @@ class SqlitePersistence:
                     "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key, version) DO UPDATE SET "
                     "content_type=excluded.content_type, tags=excluded.tags, enabled=excluded.enabled, "
                     "nbf=excluded.nbf, exp=excluded.exp, updated=excluded.updated",
-                    (record.key, v.version, self._seq, v.value, v.content_type,
-                     json.dumps(v.tags) if v.tags is not None else None, int(v.enabled), v.nbf, v.exp,
-                     v.created, v.updated),
+                    (
+                        record.key,
+                        v.version,
+                        self._seq,
+                        v.value,
+                        v.content_type,
+                        json.dumps(v.tags) if v.tags is not None else None,
+                        int(v.enabled),
+                        v.nbf,
+                        v.exp,
+                        v.created,
+                        v.updated,
+                    ),
                 )
 
     def remove(self, key: str) -> None:
@@ -229,7 +249,9 @@ def validate_name(name: str) -> None:
 def _validate_metadata(content_type: str | None, tags: dict[str, str] | None) -> None:
     if content_type is not None and len(content_type) > MAX_CONTENT_TYPE:
         # inferred text: the service's message for this limit was not captured
-        raise errors.BadParameter(f"Property contentType has invalid value: longer than {MAX_CONTENT_TYPE} characters.")
+        raise errors.BadParameter(
+            f"Property contentType has invalid value: longer than {MAX_CONTENT_TYPE} characters."
+        )
     if tags is None:
         return
     if len(tags) > MAX_TAGS:
@@ -261,8 +283,10 @@ class BackupSealer:
 
     def open(self, blob: bytes) -> dict[str, object]:
         if not blob.startswith(BACKUP_PREFIX) or len(blob) < len(BACKUP_PREFIX) + 28:
-            raise errors.BadParameter("Backup blob could not be read: it is malformed or not a secret backup.")
-        body = blob[len(BACKUP_PREFIX):]
+            raise errors.BadParameter(
+                "Backup blob could not be read: it is malformed or not a secret backup."
+            )
+        body = blob[len(BACKUP_PREFIX) :]
         try:
             plain = self._aead.decrypt(body[:12], body[12:], BACKUP_PREFIX)
         except Exception:
@@ -487,7 +511,7 @@ class VaultStore:
     def list_versions(self, name: str, offset: int, limit: int) -> tuple[list[SecretVersion], int | None]:
         validate_name(name)
         record = self._active(name)
-        versions = list(record.versions.values())[offset:offset + limit + 1]
+        versions = list(record.versions.values())[offset : offset + limit + 1]
         if len(versions) > limit:
             return versions[:limit], offset + limit
         return versions, None

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..statedir import write_private as _write_private, write_public as _write_public
+from ..statedir import write_private as _write_private
+from ..statedir import write_public as _write_public
 
 SERVER_NAMES = ("localhost",)
 SERVER_IPS = ("127.0.0.1", "::1")
@@ -42,12 +43,16 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _load_or_make_ca(directory: Path, now: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _load_or_make_ca(
+    directory: Path, now: dt.datetime
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     cert_path, key_path = directory / "ca.pem", directory / "ca.key"
     if cert_path.exists() and key_path.exists():
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        if cert.not_valid_after_utc > now + dt.timedelta(days=30) and isinstance(key, ec.EllipticCurvePrivateKey):
+        if cert.not_valid_after_utc > now + dt.timedelta(days=30) and isinstance(
+            key, ec.EllipticCurvePrivateKey
+        ):
             return cert, key
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localdev Key Vault CA")])
@@ -62,8 +67,15 @@ def _load_or_make_ca(directory: Path, now: dt.datetime) -> tuple[x509.Certificat
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -80,7 +92,7 @@ def ensure_certificates(state_dir: Path) -> TlsFiles:
     """Create (or reuse) the CA and the server certificate under `<state_dir>/tls`."""
     directory = state_dir / "tls"
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_cert, ca_key = _load_or_make_ca(directory, now)
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     if files.server_cert.exists() and files.server_key.exists():

@@ -21,5 +21,14 @@ async def default_engine() -> RotationEngine:
     return RotationEngine(await get_secret_client(), settings, calls=VaultCalls(limiters=process_limiters()))
 
 
-__all__ = ["RotationEngine", "RotationRequest", "RotationPolicy", "SecretStatus", "Outcome", "RotationResult",
-           "SweepSummary", "last_summaries", "default_engine"]
+__all__ = [
+    "Outcome",
+    "RotationEngine",
+    "RotationPolicy",
+    "RotationRequest",
+    "RotationResult",
+    "SecretStatus",
+    "SweepSummary",
+    "default_engine",
+    "last_summaries",
+]

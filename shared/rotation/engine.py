@@ -14,9 +14,10 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from ..audit import audited
 from ..errors import VAULT_FAILURES, DomainError, VaultCall, from_vault_error
@@ -64,7 +65,7 @@ Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # Process-wide: every trigger in this process shares the per-name locks and the in-flight rotations.
@@ -87,9 +88,17 @@ class RotationRequest:
 class RotationEngine:
     """Rotations against one vault client; cheap to build per invocation."""
 
-    def __init__(self, client: Any, settings: Settings, *, now: Clock = utc_now, calls: VaultCalls | None = None,
-                 locks: SecretLocks | None = None, coalescer: Coalescer | None = None,
-                 hook: Hook | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings,
+        *,
+        now: Clock = utc_now,
+        calls: VaultCalls | None = None,
+        locks: SecretLocks | None = None,
+        coalescer: Coalescer | None = None,
+        hook: Hook | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.now = now
@@ -112,9 +121,13 @@ class RotationEngine:
         if request.dry_run:
             return await self._rotate_locked(name, request, raise_errors=True)
         key = f"{name}|{request.force}|{request.expected_version or ''}"
-        return await self.coalescer.run(key, lambda: self._rotate_serialized(name, request, raise_errors=True))
+        return await self.coalescer.run(
+            key, lambda: self._rotate_serialized(name, request, raise_errors=True)
+        )
 
-    async def _rotate_serialized(self, name: str, request: RotationRequest, *, raise_errors: bool) -> RotationResult:
+    async def _rotate_serialized(
+        self, name: str, request: RotationRequest, *, raise_errors: bool
+    ) -> RotationResult:
         try:
             async with self.locks.hold(name):
                 return await self._rotate_locked(name, request, raise_errors=raise_errors)
@@ -128,19 +141,28 @@ class RotationEngine:
         """All versions' properties (no values): the re-check a write is based on."""
         return await read_history(self.calls, self.client, name)
 
-    async def _rotate_locked(self, name: str, request: RotationRequest, *, raise_errors: bool) -> RotationResult:
+    async def _rotate_locked(
+        self, name: str, request: RotationRequest, *, raise_errors: bool
+    ) -> RotationResult:
         try:
             return await self._decide_and_rotate(name, request)
         except (DomainError, PolicyError) as exc:
             if raise_errors:
                 raise exc if isinstance(exc, DomainError) else RotationPolicyInvalid(str(exc), field="tags")
-            return RotationResult(name, Outcome.FAILED, getattr(exc, "message", str(exc)),
-                                  error_code=getattr(exc, "code", "RotationPolicyInvalid"), dry_run=request.dry_run)
+            return RotationResult(
+                name,
+                Outcome.FAILED,
+                getattr(exc, "message", str(exc)),
+                error_code=getattr(exc, "code", "RotationPolicyInvalid"),
+                dry_run=request.dry_run,
+            )
         except VAULT_FAILURES as exc:  # vault errors become domain errors with advice; bugs propagate
             error = from_vault_error(exc, VaultCall(name, "write"))
             if raise_errors:
                 raise error from exc
-            return RotationResult(name, Outcome.FAILED, error.message, error_code=error.code, dry_run=request.dry_run)
+            return RotationResult(
+                name, Outcome.FAILED, error.message, error_code=error.code, dry_run=request.dry_run
+            )
 
     async def _decide_and_rotate(self, name: str, request: RotationRequest) -> RotationResult:
         now = self.now()
@@ -151,57 +173,97 @@ class RotationEngine:
                 from ..errors import SecretNotFound
 
                 raise SecretNotFound(f"Secret '{name}' was not found in the vault.")
-            return RotationResult(name, Outcome.NOT_FOUND, "the secret has no versions (deleted or never written)",
-                                  dry_run=request.dry_run)
+            return RotationResult(
+                name,
+                Outcome.NOT_FOUND,
+                "the secret has no versions (deleted or never written)",
+                dry_run=request.dry_run,
+            )
         await self._step("decided", name)
         if not is_managed(latest, self.settings):
             if request.force:
                 raise RotationNotConfigured(
                     f"Secret '{name}' has no rotation tag; add ValidityPeriodDays (e.g. 60) to its tags to let the "
-                    "app rotate it" + (f", and keep its name under the prefix '{self.settings.name_prefix}'"
-                                       if self.settings.name_prefix else "") + ".",
+                    "app rotate it"
+                    + (
+                        f", and keep its name under the prefix '{self.settings.name_prefix}'"
+                        if self.settings.name_prefix
+                        else ""
+                    )
+                    + ".",
                     field="name",
                 )
-            return RotationResult(name, Outcome.NOT_MANAGED, "no rotation tag (or outside the name prefix)",
-                                  dry_run=request.dry_run)
+            return RotationResult(
+                name,
+                Outcome.NOT_MANAGED,
+                "no rotation tag (or outside the name prefix)",
+                dry_run=request.dry_run,
+            )
         assessment = assess(latest, now, self.settings)
         assert assessment is not None
         if request.expected_version and latest.version != request.expected_version:
-            return RotationResult(name, Outcome.STALE,
-                                  f"the event is about version {request.expected_version}, but the current version is "
-                                  f"{latest.version}; nothing to do", assessment.status, version=latest.version,
-                                  dry_run=request.dry_run)
+            return RotationResult(
+                name,
+                Outcome.STALE,
+                f"the event is about version {request.expected_version}, but the current version is "
+                f"{latest.version}; nothing to do",
+                assessment.status,
+                version=latest.version,
+                dry_run=request.dry_run,
+            )
         if assessment.needs_resume:
             return await self._resume(history, latest, request, now)
         if assessment.status is SecretStatus.ERROR:
             raise RotationPolicyInvalid(f"Secret '{name}': {assessment.reason}", field="tags")
         if request.force:
-            recent = (latest.operation_id and latest.enabled and latest.created is not None
-                      and (now - latest.created).total_seconds() < self.settings.rotation_min_interval_seconds)
+            recent = (
+                latest.operation_id
+                and latest.enabled
+                and latest.created is not None
+                and (now - latest.created).total_seconds() < self.settings.rotation_min_interval_seconds
+            )
             if recent:
                 return RotationResult(
-                    name, Outcome.ALREADY_ROTATED,
+                    name,
+                    Outcome.ALREADY_ROTATED,
                     f"rotated {max(0, int((now - latest.created).total_seconds()))} s ago (operation "  # type: ignore[operator]
                     f"{latest.operation_id}), within ROTATION_MIN_INTERVAL_SECONDS="
                     f"{self.settings.rotation_min_interval_seconds:g}; returning that rotation's result",
-                    assessment.status, version=latest.version, previous_version=latest.previous_version,
-                    operation_id=latest.operation_id, not_before=latest.not_before, expires_on=latest.expires_on,
-                    revoke_previous_after=latest.revoke_after, dry_run=request.dry_run,
+                    assessment.status,
+                    version=latest.version,
+                    previous_version=latest.previous_version,
+                    operation_id=latest.operation_id,
+                    not_before=latest.not_before,
+                    expires_on=latest.expires_on,
+                    revoke_previous_after=latest.revoke_after,
+                    dry_run=request.dry_run,
                 )
         elif not assessment.needs_rotation:
             outcome = Outcome.NOT_DUE if assessment.status is SecretStatus.UP_TO_DATE else Outcome.SKIPPED
-            return RotationResult(name, outcome, assessment.reason, assessment.status, version=latest.version,
-                                  dry_run=request.dry_run)
+            return RotationResult(
+                name,
+                outcome,
+                assessment.reason,
+                assessment.status,
+                version=latest.version,
+                dry_run=request.dry_run,
+            )
         policy = assessment.policy
         assert policy is not None
         rotator = rotator_for(policy)
         if request.dry_run:
             return RotationResult(
-                name, Outcome.WOULD_ROTATE,
-                ("on demand: " if request.force else "") + assessment.reason
+                name,
+                Outcome.WOULD_ROTATE,
+                ("on demand: " if request.force else "")
+                + assessment.reason
                 + "; would store a pending version, then promote it",
-                assessment.status, previous_version=latest.version, not_before=now,
-                expires_on=now + policy.validity, revoke_previous_after=now + policy.overlap, dry_run=True,
+                assessment.status,
+                previous_version=latest.version,
+                not_before=now,
+                expires_on=now + policy.validity,
+                revoke_previous_after=now + policy.overlap,
+                dry_run=True,
             )
         return await self._rotate_now(history, latest, assessment, rotator, request, now)
 
@@ -209,29 +271,57 @@ class RotationEngine:
         secret = await self.calls.call("GetSecret", self.client.get_secret, name, version)
         return secret.value
 
-    async def _rotate_now(self, history: SecretHistory, latest: VersionInfo, assessment: Assessment, rotator: Any,
-                          request: RotationRequest, now: datetime) -> RotationResult:
+    async def _rotate_now(
+        self,
+        history: SecretHistory,
+        latest: VersionInfo,
+        assessment: Assessment,
+        rotator: Any,
+        request: RotationRequest,
+        now: datetime,
+    ) -> RotationResult:
         name = history.name
         policy = assessment.policy
         assert policy is not None
         operation_id = uuid.uuid4().hex
-        ctx = RotationContext(name, policy, latest, operation_id, now,
-                              lambda version=None: self._read_value(name, version or latest.version))
+        ctx = RotationContext(
+            name,
+            policy,
+            latest,
+            operation_id,
+            now,
+            lambda version=None: self._read_value(name, version or latest.version),
+        )
         async with audited("rotate", name, caller=request.caller or request.trigger) as entry:
-            entry.details = {"operationId": operation_id, "trigger": request.trigger,
-                             "status": assessment.status.value, "previousVersion": latest.version}
+            entry.details = {
+                "operationId": operation_id,
+                "trigger": request.trigger,
+                "status": assessment.status.value,
+                "previousVersion": latest.version,
+            }
             pending = await rotator.create_pending(ctx)
             tags = carried_tags(latest.tags)
             tags.update(pending.tags)
-            tags.update({TAG_STATE: STATE_PENDING, TAG_OPERATION: operation_id, TAG_PREVIOUS: latest.version or ""})
+            tags.update(
+                {TAG_STATE: STATE_PENDING, TAG_OPERATION: operation_id, TAG_PREVIOUS: latest.version or ""}
+            )
             tags[TAG_REVOKE_AFTER] = format_time(now + policy.overlap)
             if len(tags) > MAX_TAGS:
                 raise RotationPolicyInvalid(
                     f"Secret '{name}' has {len(tags) - 4} tags; rotation needs 4 of Key Vault's 15 for its bookkeeping. "
-                    "Remove tags so at most 11 remain.", field="tags")
+                    "Remove tags so at most 11 remain.",
+                    field="tags",
+                )
             stored = await self.calls.call(
-                "SetSecret", self.client.set_secret, name, pending.value, enabled=False,
-                content_type=latest.content_type, tags=tags, not_before=now, expires_on=now + policy.validity,
+                "SetSecret",
+                self.client.set_secret,
+                name,
+                pending.value,
+                enabled=False,
+                content_type=latest.content_type,
+                tags=tags,
+                not_before=now,
+                expires_on=now + policy.validity,
                 create=True,
             )
             version = stored.properties.version
@@ -241,41 +331,90 @@ class RotationEngine:
             await self._step("applied", name)
             await rotator.test(ctx, pending)
             await self._step("tested", name)
-            result = await self._promote(name, version, tags, policy, now, operation_id, latest.version,
-                                         Outcome.ROTATED, assessment, request)
+            result = await self._promote(
+                name,
+                version,
+                tags,
+                policy,
+                now,
+                operation_id,
+                latest.version,
+                Outcome.ROTATED,
+                assessment,
+                request,
+            )
             await self._step("promoted", name)
             await rotator.finish(ctx, pending)
             return result
 
-    async def _promote(self, name: str, version: str, tags: dict[str, str], policy: RotationPolicy, now: datetime,
-                       operation_id: str | None, previous: str | None, outcome: Outcome, assessment: Assessment | None,
-                       request: RotationRequest) -> RotationResult:
+    async def _promote(
+        self,
+        name: str,
+        version: str,
+        tags: dict[str, str],
+        policy: RotationPolicy,
+        now: datetime,
+        operation_id: str | None,
+        previous: str | None,
+        outcome: Outcome,
+        assessment: Assessment | None,
+        request: RotationRequest,
+    ) -> RotationResult:
         final = {k: v for k, v in tags.items() if k != TAG_STATE}
         final[TAG_REVOKE_AFTER] = format_time(now + policy.overlap)
         expires_on = now + policy.validity
-        await self.calls.call("UpdateSecret", self.client.update_secret_properties, name, version, enabled=True,
-                              not_before=now, expires_on=expires_on, tags=final)
-        reason = ("on demand" if request.force else (assessment.reason if assessment else "resumed")) + \
-            f"; new version {version} in service until {format_time(expires_on)}"
-        return RotationResult(name, outcome, reason, assessment.status if assessment else None, version=version,
-                              previous_version=previous, operation_id=operation_id, not_before=now,
-                              expires_on=expires_on, revoke_previous_after=now + policy.overlap)
+        await self.calls.call(
+            "UpdateSecret",
+            self.client.update_secret_properties,
+            name,
+            version,
+            enabled=True,
+            not_before=now,
+            expires_on=expires_on,
+            tags=final,
+        )
+        reason = (
+            "on demand" if request.force else (assessment.reason if assessment else "resumed")
+        ) + f"; new version {version} in service until {format_time(expires_on)}"
+        return RotationResult(
+            name,
+            outcome,
+            reason,
+            assessment.status if assessment else None,
+            version=version,
+            previous_version=previous,
+            operation_id=operation_id,
+            not_before=now,
+            expires_on=expires_on,
+            revoke_previous_after=now + policy.overlap,
+        )
 
-    async def _resume(self, history: SecretHistory, pending_info: VersionInfo, request: RotationRequest,
-                      now: datetime) -> RotationResult:
+    async def _resume(
+        self, history: SecretHistory, pending_info: VersionInfo, request: RotationRequest, now: datetime
+    ) -> RotationResult:
         """Finish a rotation a crash left behind: its pending value is in the vault, so nothing is lost."""
         name = history.name
         policy = RotationPolicy.from_tags(pending_info.tags)
         if policy is None:
-            raise RotationPolicyInvalid(f"Secret '{name}': the pending version lost its rotation tags", field="tags")
+            raise RotationPolicyInvalid(
+                f"Secret '{name}': the pending version lost its rotation tags", field="tags"
+            )
         rotator = rotator_for(policy)
-        previous = pending_info.previous_version or (history.before(pending_info.version) or pending_info).version
+        previous = (
+            pending_info.previous_version or (history.before(pending_info.version) or pending_info).version
+        )
         if request.dry_run:
-            return RotationResult(name, Outcome.WOULD_RESUME,
-                                  f"would finish operation {pending_info.operation_id} (pending version "
-                                  f"{pending_info.version})", SecretStatus.PENDING_RECOVERY,
-                                  version=pending_info.version, previous_version=previous,
-                                  operation_id=pending_info.operation_id, dry_run=True)
+            return RotationResult(
+                name,
+                Outcome.WOULD_RESUME,
+                f"would finish operation {pending_info.operation_id} (pending version "
+                f"{pending_info.version})",
+                SecretStatus.PENDING_RECOVERY,
+                version=pending_info.version,
+                previous_version=previous,
+                operation_id=pending_info.operation_id,
+                dry_run=True,
+            )
         version = pending_info.version
         assert version is not None
         async with audited("rotate-resume", name, caller=request.caller or request.trigger) as entry:
@@ -283,18 +422,35 @@ class RotationEngine:
             entry.details = {"operationId": pending_info.operation_id, "trigger": request.trigger}
             if rotator.touches_target:
                 # A disabled version cannot be read: enable it (still tagged pending) to re-apply its value.
-                await self.calls.call("UpdateSecret", self.client.update_secret_properties, name, version,
-                                      enabled=True)
+                await self.calls.call(
+                    "UpdateSecret", self.client.update_secret_properties, name, version, enabled=True
+                )
                 value = await self._read_value(name, version)
-                ctx = RotationContext(name, policy, history.find(previous), pending_info.operation_id or "", now,
-                                      lambda v=None: self._read_value(name, v or previous))
+                ctx = RotationContext(
+                    name,
+                    policy,
+                    history.find(previous),
+                    pending_info.operation_id or "",
+                    now,
+                    lambda v=None: self._read_value(name, v or previous),
+                )
                 pending = PendingCredential(value)
                 await rotator.apply(ctx, pending)
                 await self._step("applied", name)
                 await rotator.test(ctx, pending)
                 await self._step("tested", name)
-            result = await self._promote(name, version, dict(pending_info.tags), policy, now,
-                                         pending_info.operation_id, previous, Outcome.RESUMED, None, request)
+            result = await self._promote(
+                name,
+                version,
+                dict(pending_info.tags),
+                policy,
+                now,
+                pending_info.operation_id,
+                previous,
+                Outcome.RESUMED,
+                None,
+                request,
+            )
             result.reason = f"resumed operation {pending_info.operation_id}; " + result.reason
             result.status = SecretStatus.PENDING_RECOVERY
             await self._step("promoted", name)
@@ -302,8 +458,9 @@ class RotationEngine:
 
     # ----------------------------------------------------------------- a whole vault
 
-    async def sweep(self, *, dry_run: bool = False, budget_seconds: float | None = None,
-                    include_items: bool = False) -> SweepSummary:
+    async def sweep(
+        self, *, dry_run: bool = False, budget_seconds: float | None = None, include_items: bool = False
+    ) -> SweepSummary:
         """List every secret (25 per page), rotate the due ones with bounded concurrency, within a time budget.
 
         Never raises for one secret's failure (it is counted); raises only when the vault cannot be listed."""
@@ -319,8 +476,11 @@ class RotationEngine:
 
         def note(info: VersionInfo, assessment: Assessment, result: RotationResult | None) -> None:
             if include_items:
-                item: dict[str, Any] = {"name": info.name, "status": assessment.status.value,
-                                        "reason": assessment.reason}
+                item: dict[str, Any] = {
+                    "name": info.name,
+                    "status": assessment.status.value,
+                    "reason": assessment.reason,
+                }
                 if assessment.expires_on:
                     item["expiresOn"] = format_time(assessment.expires_on)
                 if assessment.due_on:
@@ -357,8 +517,11 @@ class RotationEngine:
                     progress()
                     if time.monotonic() > deadline:
                         summary.listing_complete = False
-                        _log.warning("rotation sweep: time budget of %.0f s spent while listing; the next run "
-                                     "continues", budget)
+                        _log.warning(
+                            "rotation sweep: time budget of %.0f s spent while listing; the next run "
+                            "continues",
+                            budget,
+                        )
                         break
             finally:
                 for _ in range(concurrency):
@@ -368,11 +531,16 @@ class RotationEngine:
             while (entry := await queue.get()) is not None:
                 info, assessment = entry
                 if time.monotonic() > deadline:
-                    result = RotationResult(info.name, Outcome.DEFERRED, "time budget spent; the next run rotates it",
-                                            assessment.status)
+                    result = RotationResult(
+                        info.name,
+                        Outcome.DEFERRED,
+                        "time budget spent; the next run rotates it",
+                        assessment.status,
+                    )
                 else:
-                    result = await self._rotate_serialized(info.name, RotationRequest(trigger="timer"),
-                                                           raise_errors=False)
+                    result = await self._rotate_serialized(
+                        info.name, RotationRequest(trigger="timer"), raise_errors=False
+                    )
                 summary.record(result)
                 progress()
 
@@ -388,39 +556,71 @@ class RotationEngine:
             await asyncio.gather(producer, *workers, return_exceptions=True)
             if isinstance(exc, (DomainError, *VAULT_FAILURES)):
                 # the vault could not be listed: say so in the run's summary
-                error = exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))
+                error = (
+                    exc
+                    if isinstance(exc, DomainError)
+                    else from_vault_error(exc, VaultCall(None, "metadata"))
+                )
                 summary.listing_failed(error)
-                summary.finish(self.calls.transactions - base[0], self.calls.retries - base[1],
-                               self.calls.throttled - base[2])
+                summary.finish(
+                    self.calls.transactions - base[0],
+                    self.calls.retries - base[1],
+                    self.calls.throttled - base[2],
+                )
                 summary.log()
                 if error is not exc:
                     raise error from exc
             raise
-        summary.finish(self.calls.transactions - base[0], self.calls.retries - base[1],
-                       self.calls.throttled - base[2])
+        summary.finish(
+            self.calls.transactions - base[0], self.calls.retries - base[1], self.calls.throttled - base[2]
+        )
         summary.log()
         remember(summary)
         return summary
 
     def _planned(self, info: VersionInfo, assessment: Assessment, now: datetime) -> RotationResult:
         if assessment.needs_resume:
-            return RotationResult(info.name, Outcome.WOULD_RESUME, assessment.reason, assessment.status, dry_run=True,
-                                  operation_id=info.operation_id)
+            return RotationResult(
+                info.name,
+                Outcome.WOULD_RESUME,
+                assessment.reason,
+                assessment.status,
+                dry_run=True,
+                operation_id=info.operation_id,
+            )
         policy = assessment.policy
         assert policy is not None
         try:
             rotator_for(policy)
         except PolicyError as exc:
-            return RotationResult(info.name, Outcome.FAILED, str(exc), SecretStatus.ERROR,
-                                  error_code="RotationPolicyInvalid", dry_run=True)
-        return RotationResult(info.name, Outcome.WOULD_ROTATE, assessment.reason, assessment.status, dry_run=True,
-                              not_before=now, expires_on=now + policy.validity,
-                              revoke_previous_after=now + policy.overlap)
+            return RotationResult(
+                info.name,
+                Outcome.FAILED,
+                str(exc),
+                SecretStatus.ERROR,
+                error_code="RotationPolicyInvalid",
+                dry_run=True,
+            )
+        return RotationResult(
+            info.name,
+            Outcome.WOULD_ROTATE,
+            assessment.reason,
+            assessment.status,
+            dry_run=True,
+            not_before=now,
+            expires_on=now + policy.validity,
+            revoke_previous_after=now + policy.overlap,
+        )
 
     @staticmethod
     def _not_acted(info: VersionInfo, assessment: Assessment) -> RotationResult:
         if assessment.status is SecretStatus.ERROR:
-            return RotationResult(info.name, Outcome.FAILED, assessment.reason, assessment.status,
-                                  error_code="RotationPolicyInvalid")
+            return RotationResult(
+                info.name,
+                Outcome.FAILED,
+                assessment.reason,
+                assessment.status,
+                error_code="RotationPolicyInvalid",
+            )
         outcome = Outcome.NOT_DUE if assessment.status is SecretStatus.UP_TO_DATE else Outcome.SKIPPED
         return RotationResult(info.name, outcome, assessment.reason, assessment.status)

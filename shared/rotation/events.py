@@ -7,9 +7,10 @@ space-insensitively and times accept numbers or numeric strings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from ..validation import NAME_PATTERN
 
@@ -36,8 +37,10 @@ def _epoch(raw: Any, field: str) -> datetime | None:
     try:
         seconds = float(raw.strip() if isinstance(raw, str) else raw)
     except (TypeError, ValueError):
-        raise EventError(f"data.{field} must be epoch seconds (number or numeric string), got {raw!r}") from None
-    return datetime.fromtimestamp(seconds, timezone.utc)
+        raise EventError(
+            f"data.{field} must be epoch seconds (number or numeric string), got {raw!r}"
+        ) from None
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,9 @@ class KeyVaultEvent:
         return (self.object_type or "secret").lower() == "secret"
 
 
-def parse_event(event_type: str, data: Any, *, subject: str | None = None, event_id: str | None = None) -> KeyVaultEvent:
+def parse_event(
+    event_type: str, data: Any, *, subject: str | None = None, event_id: str | None = None
+) -> KeyVaultEvent:
     """Build a KeyVaultEvent from an event's type and data (a dict, or a JSON string of one)."""
     if isinstance(data, (str, bytes)):
         import json

@@ -7,13 +7,14 @@ supersedes) — enough to tell a rotation's result from its predecessor without 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from .policy import VersionInfo
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _lineage_depth(info: VersionInfo, by_id: dict[str, VersionInfo]) -> int:
@@ -33,11 +34,16 @@ class SecretHistory:
     versions: tuple[VersionInfo, ...]
 
     @classmethod
-    def from_versions(cls, name: str, versions: Sequence[VersionInfo]) -> "SecretHistory":
+    def from_versions(cls, name: str, versions: Sequence[VersionInfo]) -> SecretHistory:
         by_id = {v.version: v for v in versions if v.version}
         ordered = sorted(
             versions,
-            key=lambda v: (v.created or _EPOCH, _lineage_depth(v, by_id), v.updated or _EPOCH, v.version or ""),
+            key=lambda v: (
+                v.created or _EPOCH,
+                _lineage_depth(v, by_id),
+                v.updated or _EPOCH,
+                v.version or "",
+            ),
         )
         return cls(name, tuple(ordered))
 
@@ -75,8 +81,9 @@ async def read_history(calls: Any, client: Any, name: str) -> SecretHistory:
 
     versions: list[VersionInfo] = []
     try:
-        async for page in calls.pages("GetSecretVersions",
-                                      client.list_properties_of_secret_versions(name, max_page_size=25)):
+        async for page in calls.pages(
+            "GetSecretVersions", client.list_properties_of_secret_versions(name, max_page_size=25)
+        ):
             versions.extend(VersionInfo.from_properties(p) for p in page)
     except ResourceNotFoundError:
         pass

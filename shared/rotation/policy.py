@@ -7,10 +7,11 @@ CredentialId and ProviderAddress are carried over). Every decision is made from 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from ..scope import name_in_scope
@@ -90,7 +91,7 @@ class RotationPolicy:
         return tag(tags, TAG_VALIDITY) is not None or tag(tags, TAG_TYPE) is not None
 
     @classmethod
-    def from_tags(cls, tags: Mapping[str, str] | None) -> "RotationPolicy | None":
+    def from_tags(cls, tags: Mapping[str, str] | None) -> RotationPolicy | None:
         """None when the secret has no rotation tag; PolicyError when a tag is unusable."""
         if not cls.opted_in(tags):
             return None
@@ -117,7 +118,9 @@ class RotationPolicy:
             try:
                 length = int(length_raw.strip())
             except ValueError:
-                raise PolicyError(f"tag {TAG_LENGTH}={length_raw!r} is not a whole number; set e.g. 32") from None
+                raise PolicyError(
+                    f"tag {TAG_LENGTH}={length_raw!r} is not a whole number; set e.g. 32"
+                ) from None
         alphabet = tag(tags, TAG_ALPHABET)
         return cls(
             rotation_type=rotation_type,
@@ -145,7 +148,7 @@ class VersionInfo:
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_properties(cls, props: Any) -> "VersionInfo":
+    def from_properties(cls, props: Any) -> VersionInfo:
         return cls(
             name=props.name,
             version=props.version,
@@ -159,14 +162,14 @@ class VersionInfo:
         )
 
     @classmethod
-    def from_item_json(cls, item: Mapping[str, Any]) -> "VersionInfo":
+    def from_item_json(cls, item: Mapping[str, Any]) -> VersionInfo:
         """From a SecretItem as the list operation returns it (`id` = https://{vault}/secrets/{name}[/{version}])."""
         parts = [p for p in urlparse(str(item.get("id", ""))).path.split("/") if p]
         attributes = item.get("attributes") or {}
 
         def moment(key: str) -> datetime | None:
             raw = attributes.get(key)
-            return datetime.fromtimestamp(raw, timezone.utc) if isinstance(raw, (int, float)) else None
+            return datetime.fromtimestamp(raw, UTC) if isinstance(raw, (int, float)) else None
 
         enabled = attributes.get("enabled")
         return cls(
@@ -247,31 +250,49 @@ def assess(current: VersionInfo, now: datetime, settings: Settings) -> Assessmen
         return None
     name = current.name
     if current.is_pending and not current.enabled:
-        return Assessment(name, SecretStatus.PENDING_RECOVERY,
-                          f"a rotation (operation {current.operation_id or 'unknown'}) stored a pending version "
-                          "and did not finish; the next run resumes it")
+        return Assessment(
+            name,
+            SecretStatus.PENDING_RECOVERY,
+            f"a rotation (operation {current.operation_id or 'unknown'}) stored a pending version "
+            "and did not finish; the next run resumes it",
+        )
     try:
         policy = RotationPolicy.from_tags(current.tags)
     except PolicyError as exc:
         return Assessment(name, SecretStatus.ERROR, str(exc))
     assert policy is not None
     if not current.enabled:
-        return Assessment(name, SecretStatus.DISABLED,
-                          "the current version is disabled; rotation leaves it alone (rotate on demand to replace it)",
-                          policy)
+        return Assessment(
+            name,
+            SecretStatus.DISABLED,
+            "the current version is disabled; rotation leaves it alone (rotate on demand to replace it)",
+            policy,
+        )
     expiry = effective_expiry(current, policy)
     if expiry is None:
         return Assessment(name, SecretStatus.DUE, "no expiry and no creation time; rotating sets one", policy)
     due_on = expiry - policy.threshold
     if expiry <= now:
-        return Assessment(name, SecretStatus.EXPIRED, f"expired {format_age(now - expiry)} ago", policy, expiry, due_on)
+        return Assessment(
+            name, SecretStatus.EXPIRED, f"expired {format_age(now - expiry)} ago", policy, expiry, due_on
+        )
     if due_on <= now:
-        return Assessment(name, SecretStatus.DUE,
-                          f"expires in {format_age(expiry - now)}, within the {format_age(policy.threshold)} threshold",
-                          policy, expiry, due_on)
-    return Assessment(name, SecretStatus.UP_TO_DATE,
-                      f"expires in {format_age(expiry - now)}; due in {format_age(due_on - now)}",
-                      policy, expiry, due_on)
+        return Assessment(
+            name,
+            SecretStatus.DUE,
+            f"expires in {format_age(expiry - now)}, within the {format_age(policy.threshold)} threshold",
+            policy,
+            expiry,
+            due_on,
+        )
+    return Assessment(
+        name,
+        SecretStatus.UP_TO_DATE,
+        f"expires in {format_age(expiry - now)}; due in {format_age(due_on - now)}",
+        policy,
+        expiry,
+        due_on,
+    )
 
 
 def format_age(delta: timedelta) -> str:
@@ -284,7 +305,7 @@ def format_age(delta: timedelta) -> str:
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(raw: str | None) -> datetime | None:
@@ -298,7 +319,7 @@ def parse_time(raw: str | None) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def carried_tags(tags: Mapping[str, str] | None) -> dict[str, str]:

@@ -62,8 +62,12 @@ class RotationResult:
     error_code: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"name": self.name, "outcome": self.outcome.value, "reason": self.reason,
-                                "dryRun": self.dry_run}
+        body: dict[str, Any] = {
+            "name": self.name,
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "dryRun": self.dry_run,
+        }
         optional = {
             "status": self.status.value if self.status else None,
             "version": self.version,
@@ -71,7 +75,9 @@ class RotationResult:
             "operationId": self.operation_id,
             "notBefore": format_time(self.not_before) if self.not_before else None,
             "expiresOn": format_time(self.expires_on) if self.expires_on else None,
-            "revokePreviousAfter": format_time(self.revoke_previous_after) if self.revoke_previous_after else None,
+            "revokePreviousAfter": format_time(self.revoke_previous_after)
+            if self.revoke_previous_after
+            else None,
             "errorCode": self.error_code,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
@@ -106,22 +112,29 @@ class SweepSummary:
         if result.outcome is Outcome.DEFERRED:
             self.remaining += 1
         if result.outcome is Outcome.FAILED:
-            self.errors.append({"name": result.name, "code": result.error_code or "Error", "reason": result.reason})
+            self.errors.append(
+                {"name": result.name, "code": result.error_code or "Error", "reason": result.reason}
+            )
 
     def progress(self, log: logging.Logger, every_seconds: float) -> None:
         """At most every `every_seconds`, log the counts so far: a long sweep is never silent until its summary."""
         now = time.monotonic()
         if now - self._last_progress >= every_seconds:
             self._last_progress = now
-            log.info("%s sweep: %d listed, %d managed, outcomes %s", self.kind, self.listed, self.managed,
-                     dict(self.outcomes))
+            log.info(
+                "%s sweep: %d listed, %d managed, outcomes %s",
+                self.kind,
+                self.listed,
+                self.managed,
+                dict(self.outcomes),
+            )
 
     def listing_failed(self, error: DomainError) -> None:
         """The vault could not be listed: the run is incomplete and its summary names the reason."""
         self.listing_complete = False
         self.errors.append({"name": "*", "code": error.code, "reason": error.message})
 
-    def finish(self, transactions: int, retries: int, throttled: int) -> "SweepSummary":
+    def finish(self, transactions: int, retries: int, throttled: int) -> SweepSummary:
         self.duration_seconds = round(time.perf_counter() - self._started, 3)
         self.transactions, self.retries, self.throttled = transactions, retries, throttled
         return self
@@ -150,7 +163,9 @@ class SweepSummary:
 
     def log(self) -> None:
         record = self.to_dict()
-        summary_log.info("summary %s", json.dumps(record, sort_keys=True, default=str), extra={"summary": record})
+        summary_log.info(
+            "summary %s", json.dumps(record, sort_keys=True, default=str), extra={"summary": record}
+        )
 
 
 _last: dict[str, SweepSummary] = {}

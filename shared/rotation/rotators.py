@@ -10,9 +10,10 @@ external targets (PostgreSQL roles next) implement the same four methods.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Awaitable, Callable, Mapping, Protocol
+from typing import Protocol
 
 from .. import generator
 from .policy import TAG_ALPHABET, TAG_LENGTH, PolicyError, RotationPolicy, VersionInfo

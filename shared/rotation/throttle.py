@@ -15,8 +15,9 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 class RateLimiter:
     """At most `limit` acquisitions in any `window` seconds (a log of recent send times)."""
 
-    def __init__(self, limit: int, window: float = 10.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, limit: int, window: float = 10.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limit = max(1, limit)
         self.window = window
         self._clock = clock
@@ -55,8 +58,10 @@ class VaultLimits:
     safety: float = 0.9
 
     def limiters(self) -> tuple[RateLimiter, RateLimiter]:
-        return (RateLimiter(int(self.creates_per_10s * self.safety)),
-                RateLimiter(int(self.transactions_per_10s * self.safety)))
+        return (
+            RateLimiter(int(self.creates_per_10s * self.safety)),
+            RateLimiter(int(self.transactions_per_10s * self.safety)),
+        )
 
 
 _process_limiters: dict[int, tuple[RateLimiter, RateLimiter]] = {}
@@ -84,7 +89,7 @@ class Backoff:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.retry_after_cap)
-        return min(self.maximum, self.base * 2 ** attempt) * (0.5 + random.random() / 2)
+        return min(self.maximum, self.base * 2**attempt) * (0.5 + random.random() / 2)
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:
@@ -102,10 +107,23 @@ def retry_after_seconds(exc: BaseException) -> float | None:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    from azure.core.exceptions import HttpResponseError, IncompleteReadError, ServiceRequestError, ServiceResponseError
+    from azure.core.exceptions import (
+        HttpResponseError,
+        IncompleteReadError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
 
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError, IncompleteReadError, asyncio.TimeoutError,
-                        ConnectionError)):
+    if isinstance(
+        exc,
+        (
+            ServiceRequestError,
+            ServiceResponseError,
+            IncompleteReadError,
+            asyncio.TimeoutError,
+            ConnectionError,
+        ),
+    ):
         return True  # IncompleteReadError: the connection broke mid-body (a streamed read, outside the SDK's retry)
     if isinstance(exc, HttpResponseError):
         status = exc.status_code or 0
@@ -120,8 +138,12 @@ def is_retryable(exc: BaseException) -> bool:
 class VaultCalls:
     """Every vault call of a sweep: limited, retried, counted."""
 
-    def __init__(self, limits: VaultLimits | None = None, backoff: Backoff | None = None,
-                 limiters: tuple[RateLimiter, RateLimiter] | None = None) -> None:
+    def __init__(
+        self,
+        limits: VaultLimits | None = None,
+        backoff: Backoff | None = None,
+        limiters: tuple[RateLimiter, RateLimiter] | None = None,
+    ) -> None:
         self.limits = limits or VaultLimits()
         self.backoff = backoff or Backoff()
         self._creates, self._transactions = limiters or self.limits.limiters()
@@ -129,8 +151,9 @@ class VaultCalls:
         self.retries = 0
         self.throttled = 0
 
-    async def call(self, operation: str, fn: Callable[..., Awaitable[T]], *args: Any,
-                   create: bool = False, **kwargs: Any) -> T:
+    async def call(
+        self, operation: str, fn: Callable[..., Awaitable[T]], *args: Any, create: bool = False, **kwargs: Any
+    ) -> T:
         attempt = 0
         while True:
             if create:
@@ -139,7 +162,7 @@ class VaultCalls:
             self.transactions += 1
             try:
                 return await fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - classified just below
+            except Exception as exc:
                 if not is_retryable(exc) or attempt + 1 >= self.backoff.attempts:
                     raise
                 status = getattr(exc, "status_code", None)
@@ -147,8 +170,13 @@ class VaultCalls:
                     self.throttled += 1
                 delay = self.backoff.delay(attempt, retry_after_seconds(exc))
                 self.retries += 1
-                _log.info("vault %s: %s; retry %d in %.2fs", operation, status or type(exc).__name__,
-                          attempt + 1, delay)
+                _log.info(
+                    "vault %s: %s; retry %d in %.2fs",
+                    operation,
+                    status or type(exc).__name__,
+                    attempt + 1,
+                    delay,
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
 
@@ -176,7 +204,8 @@ async def listed_secrets(calls: VaultCalls, client: Any) -> AsyncIterator[list[A
         async def once() -> dict[str, Any]:
             # stream=True: the pipeline's ContentDecodePolicy would parse the page once more than needed
             response = await client.send_request(
-                HttpRequest("GET", url, headers={"Accept": "application/json"}), stream=True)
+                HttpRequest("GET", url, headers={"Accept": "application/json"}), stream=True
+            )
             await response.read()
             response.raise_for_status()
             return json.loads(response.content)  # JSON is UTF-8 (RFC 8259): no charset sniffing

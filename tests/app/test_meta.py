@@ -60,8 +60,8 @@ def test_rotation_enums_match_shared_rotation() -> None:
     from shared.rotation.policy import SecretStatus
     from shared.rotation.results import Outcome
 
-    assert ROTATION_STATUSES == [s.value for s in SecretStatus]
-    assert ROTATION_OUTCOMES == [o.value for o in Outcome]
+    assert [s.value for s in SecretStatus] == ROTATION_STATUSES
+    assert [o.value for o in Outcome] == ROTATION_OUTCOMES
 
 
 def test_health_and_openapi_are_anonymous_and_the_rest_need_a_function_key() -> None:

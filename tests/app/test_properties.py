@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import string
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -40,7 +40,7 @@ names = st.one_of(
     st.just("app-" + "x" * 124),
 )
 times = st.one_of(
-    st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.isoformat().replace("+00:00", "Z")),
+    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat().replace("+00:00", "Z")),
     st.text(max_size=30),
     st.integers(),
 )
@@ -80,7 +80,7 @@ bodies = st.fixed_dictionaries(
     },
 )
 valid_times = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc)
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
 ).map(lambda d: d.isoformat())
 valid_bodies = st.fixed_dictionaries(
     {"value": marked_values},

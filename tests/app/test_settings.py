@@ -30,8 +30,11 @@ def test_defaults_from_the_vault_url_alone() -> None:
         ({**VAULT, "ROTATION_BUDGET_SECONDS": "0"}, "ROTATION_BUDGET_SECONDS", "at least 1"),
         ({**VAULT, "ROTATION_LOCK": "redis"}, "ROTATION_LOCK", "auto, blob or off"),
         ({**VAULT, "ROTATION_LOCK": "blob"}, "ROTATION_LOCK", "AzureWebJobsStorage"),
-        ({**VAULT, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false"}, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
-         "loopback"),
+        (
+            {**VAULT, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false"},
+            "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
+            "loopback",
+        ),
         ({**VAULT, "KEY_VAULT_CA_BUNDLE": "/nonexistent/ca.pem"}, "KEY_VAULT_CA_BUNDLE", "not found"),
     ],
 )
@@ -42,14 +45,18 @@ def test_a_bad_setting_is_named(env: dict[str, str], setting: str, says: str) ->
 
 
 @pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e400"])
-@pytest.mark.parametrize("setting", ["ROTATION_CONCURRENCY", "ROTATION_BUDGET_SECONDS", "CLEANUP_PURGE_GRACE_DAYS"])
+@pytest.mark.parametrize(
+    "setting", ["ROTATION_CONCURRENCY", "ROTATION_BUDGET_SECONDS", "CLEANUP_PURGE_GRACE_DAYS"]
+)
 def test_a_number_setting_must_be_finite(setting: str, raw: str) -> None:
     with pytest.raises(SettingsError, match="finite") as caught:
         load_settings({**VAULT, setting: raw})
     assert caught.value.setting == setting
 
 
-@pytest.mark.parametrize("setting", ["ROTATION_CONCURRENCY", "KEY_VAULT_RETRY_TOTAL", "CLEANUP_KEEP_VERSIONS"])
+@pytest.mark.parametrize(
+    "setting", ["ROTATION_CONCURRENCY", "KEY_VAULT_RETRY_TOTAL", "CLEANUP_KEEP_VERSIONS"]
+)
 def test_a_count_setting_must_be_a_whole_number(setting: str) -> None:
     with pytest.raises(SettingsError, match="whole number") as caught:
         load_settings({**VAULT, setting: "2.5"})
@@ -60,15 +67,23 @@ def test_a_count_setting_must_be_a_whole_number(setting: str) -> None:
 def test_loopback_vault_may_skip_the_challenge_check(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("not parsed here")
-    settings = load_settings({"KEY_VAULT_URL": "https://localhost:8443", "KEY_VAULT_CA_BUNDLE": str(bundle),
-                              "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false"})
+    settings = load_settings(
+        {
+            "KEY_VAULT_URL": "https://localhost:8443",
+            "KEY_VAULT_CA_BUNDLE": str(bundle),
+            "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
+        }
+    )
     assert settings.is_loopback_vault and settings.verify_challenge_resource is False
     assert settings.ca_bundle == str(bundle)
 
 
 def test_identity_based_storage_uses_its_own_client_id_like_the_functions_host() -> None:
-    base = {"KEY_VAULT_URL": "https://kv.vault.azure.net", "AZURE_CLIENT_ID": "kv-identity",
-            "AzureWebJobsStorage__blobServiceUri": "https://acct.blob.core.windows.net"}
+    base = {
+        "KEY_VAULT_URL": "https://kv.vault.azure.net",
+        "AZURE_CLIENT_ID": "kv-identity",
+        "AzureWebJobsStorage__blobServiceUri": "https://acct.blob.core.windows.net",
+    }
     assert load_settings(base).storage_client_id == "kv-identity"  # one user-assigned identity for both
     separate = load_settings({**base, "AzureWebJobsStorage__clientId": "storage-identity"})
     assert separate.storage_client_id == "storage-identity" and separate.client_id == "kv-identity"

@@ -34,8 +34,9 @@ class LocaldevProcess:
         self.started = time.perf_counter()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             # Own session: its process group id is its pid, so leftovers can be found after it exits.
-            self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True
+            )
         self.ready_seconds: float | None = None
 
     def output(self) -> str:
@@ -50,7 +51,9 @@ class LocaldevProcess:
                 self.ready_seconds = time.perf_counter() - self.started
                 return read_env_file(host_env)
             if self.process.poll() is not None:
-                raise AssertionError(f"python -m localdev exited with {self.process.returncode}:\n{self.output()}")
+                raise AssertionError(
+                    f"python -m localdev exited with {self.process.returncode}:\n{self.output()}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"python -m localdev not ready after {timeout}s:\n{self.output()}")
 
@@ -63,7 +66,9 @@ class LocaldevProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-            raise AssertionError(f"python -m localdev ignored SIGTERM for {timeout}s:\n{self.output()}") from None
+            raise AssertionError(
+                f"python -m localdev ignored SIGTERM for {timeout}s:\n{self.output()}"
+            ) from None
 
     def leftover_processes(self) -> list[int]:
         """Processes still in the run's process group (there should be none)."""

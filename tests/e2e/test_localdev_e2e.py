@@ -19,11 +19,24 @@ from azure.keyvault.secrets import SecretClient
 from .localdev_process import LocaldevProcess, port_is_free, read_env_file
 
 
-def test_write_through_the_host_read_back_from_the_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_through_the_host_read_back_from_the_vault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     name = f"e2e-{secrets.token_hex(4)}"
     value = f"v-{secrets.token_urlsafe(24)}"
-    run = LocaldevProcess(tmp_path / "state", "--port", "0", "--vault-port", "0", "--identity-port", "0",
-                          "--memory", "--no-events", "--log-level", "debug")  # every logger may speak
+    run = LocaldevProcess(
+        tmp_path / "state",
+        "--port",
+        "0",
+        "--vault-port",
+        "0",
+        "--identity-port",
+        "0",
+        "--memory",
+        "--no-events",
+        "--log-level",
+        "debug",
+    )  # every logger may speak
     try:
         host_env = run.wait_ready()
         vault_env = read_env_file(tmp_path / "state" / "vault.env")
@@ -31,8 +44,12 @@ def test_write_through_the_host_read_back_from_the_vault(tmp_path: Path, monkeyp
 
         denied = requests.put(f"{base}/api/secrets/{name}", json={"value": value}, timeout=30)
         assert denied.status_code == 401
-        written = requests.put(f"{base}/api/secrets/{name}", json={"value": value}, timeout=30,
-                               headers={"x-functions-key": host_env["FUNCTIONS_DEFAULT_KEY"]})
+        written = requests.put(
+            f"{base}/api/secrets/{name}",
+            json={"value": value},
+            timeout=30,
+            headers={"x-functions-key": host_env["FUNCTIONS_DEFAULT_KEY"]},
+        )
         assert written.status_code in (200, 201), written.text
         assert value not in written.text
 
@@ -40,12 +57,19 @@ def test_write_through_the_host_read_back_from_the_vault(tmp_path: Path, monkeyp
         monkeypatch.setenv("IDENTITY_ENDPOINT", vault_env["IDENTITY_ENDPOINT"])
         monkeypatch.setenv("IDENTITY_HEADER", vault_env["IDENTITY_HEADER"])
         credential = ManagedIdentityCredential()
-        client = SecretClient(vault_env["KEY_VAULT_URL"], credential, connection_verify=vault_env["KEY_VAULT_CA_BUNDLE"],
-                              verify_challenge_resource=False)
+        client = SecretClient(
+            vault_env["KEY_VAULT_URL"],
+            credential,
+            connection_verify=vault_env["KEY_VAULT_CA_BUNDLE"],
+            verify_challenge_resource=False,
+        )
         with client, credential:
             assert client.get_secret(name).value == value
-        ports = [urlparse(base).port, urlparse(vault_env["KEY_VAULT_URL"]).port,
-                 urlparse(vault_env["IDENTITY_ENDPOINT"]).port]
+        ports = [
+            urlparse(base).port,
+            urlparse(vault_env["KEY_VAULT_URL"]).port,
+            urlparse(vault_env["IDENTITY_ENDPOINT"]).port,
+        ]
     finally:
         code = run.terminate()
     output = run.output()
@@ -65,12 +89,17 @@ def test_host_mode_serves_the_app_against_an_existing_vault(tmp_path: Path, vaul
     try:
         host_env = run.wait_ready()
         assert not (tmp_path / "state" / "vault.env").exists()
-        written = requests.put(f"{host_env['FUNCTIONS_BASE_URL']}/api/secrets/{name}", json={"value": value},
-                               headers={"x-functions-key": host_env["FUNCTIONS_DEFAULT_KEY"]}, timeout=30)
+        written = requests.put(
+            f"{host_env['FUNCTIONS_BASE_URL']}/api/secrets/{name}",
+            json={"value": value},
+            headers={"x-functions-key": host_env["FUNCTIONS_DEFAULT_KEY"]},
+            timeout=30,
+        )
         assert written.status_code == 201, written.text
         credential = ManagedIdentityCredential()
-        client = SecretClient(vault.vault_url, credential, connection_verify=vault.ca_bundle,
-                              verify_challenge_resource=False)
+        client = SecretClient(
+            vault.vault_url, credential, connection_verify=vault.ca_bundle, verify_challenge_resource=False
+        )
         with client, credential:
             assert client.get_secret(name).value == value
     finally:
@@ -82,12 +111,17 @@ def test_host_mode_serves_the_app_against_an_existing_vault(tmp_path: Path, vaul
 
 def test_vault_events_reach_the_app_through_the_webhook(tmp_path: Path) -> None:
     """Without --no-events the vault posts SecretNewVersionCreated to keyvault_events, with the system key."""
-    run = LocaldevProcess(tmp_path / "state", "--port", "0", "--vault-port", "0", "--identity-port", "0", "--memory")
+    run = LocaldevProcess(
+        tmp_path / "state", "--port", "0", "--vault-port", "0", "--identity-port", "0", "--memory"
+    )
     try:
         host_env = run.wait_ready()
-        written = requests.put(f"{host_env['FUNCTIONS_BASE_URL']}/api/secrets/e2e-events", timeout=30,
-                               json={"value": secrets.token_urlsafe(16)},
-                               headers={"x-functions-key": host_env["FUNCTIONS_DEFAULT_KEY"]})
+        written = requests.put(
+            f"{host_env['FUNCTIONS_BASE_URL']}/api/secrets/e2e-events",
+            timeout=30,
+            json={"value": secrets.token_urlsafe(16)},
+            headers={"x-functions-key": host_env["FUNCTIONS_DEFAULT_KEY"]},
+        )
         assert written.status_code == 201, written.text
         deadline = time.monotonic() + 10
         delivered = "path=/runtime/webhooks/eventgrid status=202 duration_ms="

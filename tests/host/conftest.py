@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -31,8 +31,13 @@ async def host_factory(tmp_path: Path, clean_environ: object) -> AsyncIterator[C
 
     async def start(app: str, script: str | None = None, **options: object) -> RunningHost:
         app_dir = APPS / app
-        config = HostConfig(app_dir=app_dir, script_file=script or f"{app}_app.py", port=0,
-                            state_dir=tmp_path / "state", **options)  # type: ignore[arg-type]
+        config = HostConfig(
+            app_dir=app_dir,
+            script_file=script or f"{app}_app.py",
+            port=0,
+            state_dir=tmp_path / "state",
+            **options,
+        )  # type: ignore[arg-type]
         running = await start_host(config)
         started.append(running)
         return running

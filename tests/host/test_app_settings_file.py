@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from localdev.host.appsettings import read_local_settings
@@ -18,5 +18,7 @@ def test_example_settings_supply_production_sensible_schedules(tmp_path: Path) -
     for setting in ("ROTATION_SCHEDULE", "CLEANUP_SCHEDULE"):
         assert setting in values, f"local.settings.json.example must set {setting}"
         crontab = NCrontab(values[setting], setting)
-        first = crontab.next_after(datetime.now(timezone.utc))
-        assert (crontab.next_after(first) - first).total_seconds() >= 60, f"{setting} fires more than once a minute"
+        first = crontab.next_after(datetime.now(UTC))
+        assert (crontab.next_after(first) - first).total_seconds() >= 60, (
+            f"{setting} fires more than once a minute"
+        )

@@ -42,8 +42,13 @@ def test_broken_settings_file_names_itself(tmp_path: Path) -> None:
 
 def test_host_json_route_prefix_timeout_and_override(tmp_path: Path) -> None:
     assert read_host_json(tmp_path, {}).route_prefix == "api"  # no host.json: the default
-    write(tmp_path / "host.json", {"version": "2.0", "functionTimeout": "00:10:00",
-                                   "extensions": {"http": {"routePrefix": "/v1/"}}})
+    write(
+        tmp_path / "host.json",
+        {"version": "2.0", "functionTimeout": "00:10:00", "extensions": {"http": {"routePrefix": "/v1/"}}},
+    )
     parsed = read_host_json(tmp_path, {})
     assert parsed.route_prefix == "v1" and parsed.function_timeout_seconds == 600
-    assert read_host_json(tmp_path, {"AzureFunctionsJobHost__extensions__http__routePrefix": ""}).route_prefix == ""
+    assert (
+        read_host_json(tmp_path, {"AzureFunctionsJobHost__extensions__http__routePrefix": ""}).route_prefix
+        == ""
+    )

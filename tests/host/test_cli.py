@@ -13,15 +13,30 @@ APP = Path(__file__).parent / "apps" / "triggers"
 
 
 def test_localdev_starts_vault_and_host_then_stops_cleanly(tmp_path: Path) -> None:
-    run = LocaldevProcess(tmp_path / "state", "--app-dir", str(APP), "--script-file", "triggers_app.py",
-                          "--port", "0", "--vault-port", "0", "--identity-port", "0", "--memory")
+    run = LocaldevProcess(
+        tmp_path / "state",
+        "--app-dir",
+        str(APP),
+        "--script-file",
+        "triggers_app.py",
+        "--port",
+        "0",
+        "--vault-port",
+        "0",
+        "--identity-port",
+        "0",
+        "--memory",
+    )
     try:
         host_env = run.wait_ready()
         vault_env = read_env_file(tmp_path / "state" / "vault.env")
         base = host_env["FUNCTIONS_BASE_URL"]
         assert requests.get(f"{base}/api/ping", timeout=5).text == "pong"
-        listed = requests.get(f"{base}/admin/functions", timeout=5,
-                              headers={"x-functions-key": host_env["FUNCTIONS_MASTER_KEY"]})
+        listed = requests.get(
+            f"{base}/admin/functions",
+            timeout=5,
+            headers={"x-functions-key": host_env["FUNCTIONS_MASTER_KEY"]},
+        )
         assert listed.status_code == 200 and len(listed.json()) == 8
         assert requests.get(f"{base}/admin/functions", timeout=5).status_code == 401
         assert (tmp_path / "state" / "keys.json").is_file()
@@ -29,8 +44,11 @@ def test_localdev_starts_vault_and_host_then_stops_cleanly(tmp_path: Path) -> No
         banner = run.stdout_path.read_text()
         assert "localdev ready in" in banner and base in banner and vault_env["KEY_VAULT_URL"] in banner
         assert host_env["FUNCTIONS_DEFAULT_KEY"] in banner
-        ports = [urlparse(base).port, urlparse(vault_env["KEY_VAULT_URL"]).port,
-                 urlparse(vault_env["IDENTITY_ENDPOINT"]).port]
+        ports = [
+            urlparse(base).port,
+            urlparse(vault_env["KEY_VAULT_URL"]).port,
+            urlparse(vault_env["IDENTITY_ENDPOINT"]).port,
+        ]
     finally:
         code = run.terminate()
     assert code == 0, run.output()
@@ -41,8 +59,16 @@ def test_localdev_starts_vault_and_host_then_stops_cleanly(tmp_path: Path) -> No
 
 
 def test_load_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
-    run = LocaldevProcess(tmp_path / "state", "host", "--app-dir", str(APP.parent / "broken"),
-                          "--script-file", "two_apps.py", "--port", "0")
+    run = LocaldevProcess(
+        tmp_path / "state",
+        "host",
+        "--app-dir",
+        str(APP.parent / "broken"),
+        "--script-file",
+        "two_apps.py",
+        "--port",
+        "0",
+    )
     code = run.process.wait(timeout=30)
     assert code == 2
     err = run.stderr_path.read_text()
@@ -51,7 +77,15 @@ def test_load_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
 
 
 def test_missing_schedule_setting_names_it(tmp_path: Path) -> None:
-    run = LocaldevProcess(tmp_path / "state", "host", "--app-dir", str(APP.parent / "broken"),
-                          "--script-file", "missing_setting.py", "--port", "0")
+    run = LocaldevProcess(
+        tmp_path / "state",
+        "host",
+        "--app-dir",
+        str(APP.parent / "broken"),
+        "--script-file",
+        "missing_setting.py",
+        "--port",
+        "0",
+    )
     assert run.process.wait(timeout=30) == 2
     assert "NOT_A_SETTING_ANYWHERE" in run.stderr_path.read_text()

@@ -53,14 +53,17 @@ async def test_async_function_runs_on_the_host_loop_with_context(host, http) -> 
     assert len(loops) == 1  # one shared loop for every invocation
 
 
-@pytest.mark.parametrize("path,expected", [
-    ("/api/echo/Bob", 200),
-    ("/api/ECHO/Bob", 200),       # literals are case-insensitive
-    ("/api/echo/Bob1", 404),      # alpha constraint fails → 404, not 400
-    ("/api/echo", 404),
-    ("/echo/Bob", 404),           # the route prefix is required
-    ("/api/nowhere", 404),
-])
+@pytest.mark.parametrize(
+    "path,expected",
+    [
+        ("/api/echo/Bob", 200),
+        ("/api/ECHO/Bob", 200),  # literals are case-insensitive
+        ("/api/echo/Bob1", 404),  # alpha constraint fails → 404, not 400
+        ("/api/echo", 404),
+        ("/echo/Bob", 404),  # the route prefix is required
+        ("/api/nowhere", 404),
+    ],
+)
 async def test_route_matching(host, http, path: str, expected: int) -> None:
     async with http.get(host.base_url + path, headers=key(host)) as resp:
         assert resp.status == expected
@@ -186,12 +189,18 @@ async def test_function_that_raises_is_a_500_without_internals(host, http, caplo
 async def test_request_log_is_structured_and_never_shows_code(host, http, caplog) -> None:
     caplog.set_level(logging.INFO, logger="localdev.host.requests")
     secret_body = f"body-{uuid.uuid4()}"
-    async with http.post(f"{host.base_url}/api/echo/Ann", params={"code": host.keys.defaultFunctionKey},
-                         data=secret_body) as resp:
+    async with http.post(
+        f"{host.base_url}/api/echo/Ann", params={"code": host.keys.defaultFunctionKey}, data=secret_body
+    ) as resp:
         assert resp.status == 200
     lines = [r.getMessage() for r in caplog.records if r.name == "localdev.host.requests"]
-    assert any("method=POST path=/api/echo/Ann status=200" in line and "function=echo" in line
-               and "invocation=" in line and "duration_ms=" in line for line in lines)
+    assert any(
+        "method=POST path=/api/echo/Ann status=200" in line
+        and "function=echo" in line
+        and "invocation=" in line
+        and "duration_ms=" in line
+        for line in lines
+    )
     assert host.keys.defaultFunctionKey not in caplog.text
     assert secret_body not in caplog.text
 

@@ -31,12 +31,27 @@ print(json.dumps({f.get_function_name(): json.loads(f.get_function_json()) for f
 """
 
 # Candidate values for route parameters; the first one a parameter's constraints accept is used.
-_CANDIDATES = ["sample-name", "abc", "42", "3", "true", "0f8fad5b-d9cb-469f-a165-70867728950e", "2026-01-01", "a", "x1"]
+_CANDIDATES = [
+    "sample-name",
+    "abc",
+    "42",
+    "3",
+    "true",
+    "0f8fad5b-d9cb-469f-a165-70867728950e",
+    "2026-01-01",
+    "a",
+    "x1",
+]
 
 
 def declared_functions(app_dir: Path, script: str) -> dict[str, dict]:
-    out = subprocess.run([sys.executable, "-c", _DECLARE, str(app_dir), str(app_dir / script)],
-                         capture_output=True, text=True, cwd=app_dir, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", _DECLARE, str(app_dir), str(app_dir / script)],
+        capture_output=True,
+        text=True,
+        cwd=app_dir,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -59,13 +74,18 @@ def concrete_path(route: str) -> str:
 
 async def check_parity(running, declared: dict[str, dict]) -> None:
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{running.base_url}/admin/functions",
-                            headers={"x-functions-key": running.keys.masterKey}) as resp:
+        async with http.get(
+            f"{running.base_url}/admin/functions", headers={"x-functions-key": running.keys.masterKey}
+        ) as resp:
             served = {f["name"]: f for f in await resp.json()}
         assert set(served) == set(declared)
         prefix = f"/{running.host.route_prefix}" if running.host.route_prefix else ""
         for name, function_json in declared.items():
-            trigger = next(b for b in function_json["bindings"] if b["direction"] == "IN" and b["type"].endswith("Trigger"))
+            trigger = next(
+                b
+                for b in function_json["bindings"]
+                if b["direction"] == "IN" and b["type"].endswith("Trigger")
+            )
             entry = served[name]
             assert entry["trigger"] == trigger["type"], name
             assert entry["config"] == function_json, name

@@ -35,8 +35,13 @@ async def real_host(tmp_path, clean_environ, vault_env, vault_control):
 
 
 def invocations(caplog, function: str, status: str = "succeeded") -> int:
-    return sum(1 for r in caplog.records if r.name == "localdev.host"
-               and f"function={function} " in r.getMessage() and f"status={status}" in r.getMessage())
+    return sum(
+        1
+        for r in caplog.records
+        if r.name == "localdev.host"
+        and f"function={function} " in r.getMessage()
+        and f"status={status}" in r.getMessage()
+    )
 
 
 async def eventually(predicate, timeout: float = 10.0) -> bool:
@@ -51,12 +56,14 @@ async def test_every_route_and_method_of_the_real_app(real_host, caplog) -> None
     base, key = real_host.base_url, {"x-functions-key": real_host.keys.defaultFunctionKey}
     name, value = f"host-{secrets.token_hex(4)}", f"v-{secrets.token_urlsafe(18)}"
     async with aiohttp.ClientSession(headers=key) as http:
-        async with http.put(f"{base}/api/secrets/{name}",
-                            json={"value": value, "tags": {"ValidityPeriodDays": "60"}}) as resp:
+        async with http.put(
+            f"{base}/api/secrets/{name}", json={"value": value, "tags": {"ValidityPeriodDays": "60"}}
+        ) as resp:
             assert resp.status == 201, await resp.text()
             assert value not in await resp.text()
-        async with http.put(f"{base}/api/secrets/{name}",
-                            json={"value": value + "2", "tags": {"ValidityPeriodDays": "60"}}) as resp:
+        async with http.put(
+            f"{base}/api/secrets/{name}", json={"value": value + "2", "tags": {"ValidityPeriodDays": "60"}}
+        ) as resp:
             assert resp.status == 200
         async with http.get(f"{base}/api/secrets/{name}") as resp:
             assert resp.status == 200
@@ -95,28 +102,54 @@ async def test_timers_fired_through_the_admin_api(real_host, caplog) -> None:
     master = {"x-functions-key": real_host.keys.masterKey}
     async with aiohttp.ClientSession(headers=master) as http:
         for function in ("scheduled_rotation", "scheduled_cleanup"):
-            async with http.post(f"{real_host.base_url}/admin/functions/{function}", json={"input": ""}) as resp:
+            async with http.post(
+                f"{real_host.base_url}/admin/functions/{function}", json={"input": ""}
+            ) as resp:
                 assert resp.status == 202
-    assert await eventually(lambda: invocations(caplog, "scheduled_rotation") == 1
-                            and invocations(caplog, "scheduled_cleanup") == 1)
+    assert await eventually(
+        lambda: (
+            invocations(caplog, "scheduled_rotation") == 1 and invocations(caplog, "scheduled_cleanup") == 1
+        )
+    )
 
 
 @pytest.mark.parametrize("schema", ["eventgrid", "cloudevents"])
 async def test_key_vault_events_reach_keyvault_events(real_host, caplog, schema: str) -> None:
     caplog.set_level(logging.INFO)
     vault = "https://localhost/"
-    data = {"Id": f"{vault}secrets/some-secret/0123456789abcdef0123456789abcdef", "VaultName": "localvault",
-            "ObjectType": "Secret", "ObjectName": "some-secret", "Version": "0123456789abcdef0123456789abcdef"}
+    data = {
+        "Id": f"{vault}secrets/some-secret/0123456789abcdef0123456789abcdef",
+        "VaultName": "localvault",
+        "ObjectType": "Secret",
+        "ObjectName": "some-secret",
+        "Version": "0123456789abcdef0123456789abcdef",
+    }
     topic = "/subscriptions/0/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/localvault"
     if schema == "eventgrid":
-        event = {"id": "e1", "topic": topic, "subject": "some-secret", "eventTime": "2026-01-01T00:00:00.0000000Z",
-                 "eventType": "Microsoft.KeyVault.SecretNewVersionCreated", "data": data, "dataVersion": "1",
-                 "metadataVersion": "1"}
+        event = {
+            "id": "e1",
+            "topic": topic,
+            "subject": "some-secret",
+            "eventTime": "2026-01-01T00:00:00.0000000Z",
+            "eventType": "Microsoft.KeyVault.SecretNewVersionCreated",
+            "data": data,
+            "dataVersion": "1",
+            "metadataVersion": "1",
+        }
     else:
-        event = {"id": "e1", "source": topic, "specversion": "1.0", "subject": "some-secret",
-                 "type": "Microsoft.KeyVault.SecretNewVersionCreated", "time": "2026-01-01T00:00:00Z", "data": data}
-    url = (f"{real_host.base_url}/runtime/webhooks/eventgrid?functionName=keyvault_events"
-           f"&code={real_host.keys.eventGridSystemKey}")
+        event = {
+            "id": "e1",
+            "source": topic,
+            "specversion": "1.0",
+            "subject": "some-secret",
+            "type": "Microsoft.KeyVault.SecretNewVersionCreated",
+            "time": "2026-01-01T00:00:00Z",
+            "data": data,
+        }
+    url = (
+        f"{real_host.base_url}/runtime/webhooks/eventgrid?functionName=keyvault_events"
+        f"&code={real_host.keys.eventGridSystemKey}"
+    )
     async with aiohttp.ClientSession() as http:
         async with http.post(url, json=[event], headers={"aeg-event-type": "Notification"}) as resp:
             assert resp.status == 202, await resp.text()

@@ -18,7 +18,11 @@ CASES = [
     ("c/bool/{v:bool}", "c/bool/yes", None),
     ("c/alpha/{v:alpha}", "c/alpha/AbC", {"v": "AbC"}),
     ("c/alpha/{v:alpha}", "c/alpha/ab1", None),
-    ("c/guid/{v:guid}", "c/guid/0f8fad5b-d9cb-469f-a165-70867728950e", {"v": "0f8fad5b-d9cb-469f-a165-70867728950e"}),
+    (
+        "c/guid/{v:guid}",
+        "c/guid/0f8fad5b-d9cb-469f-a165-70867728950e",
+        {"v": "0f8fad5b-d9cb-469f-a165-70867728950e"},
+    ),
     ("c/guid/{v:guid}", "c/guid/0f8fad5bd9cb469fa16570867728950e", {"v": "0f8fad5bd9cb469fa16570867728950e"}),
     ("c/guid/{v:guid}", "c/guid/not-a-guid", None),
     ("c/double/{v:double}", "c/double/3.5e2", {"v": "3.5e2"}),
@@ -42,7 +46,7 @@ CASES = [
     ("c/range/{v:range(1,10)}", "c/range/x", None),
     ("secrets/{name:regex(^[a-z0-9-]+$)}", "secrets/db-password", {"name": "db-password"}),
     ("secrets/{name:regex(^[a-z0-9-]+$)}", "secrets/db_password", None),
-    ("x/{v:regex(^\\d{{3}}$)}", "x/123", {"v": "123"}),   # {{ }} escape braces inside the template
+    ("x/{v:regex(^\\d{{3}}$)}", "x/123", {"v": "123"}),  # {{ }} escape braces inside the template
     ("x/{v:regex(^\\d{{3}}$)}", "x/1234", None),
     ("c/opt/{v:int?}", "c/opt", {}),
     ("c/opt/{v:int?}", "c/opt/5", {"v": "5"}),
@@ -64,9 +68,18 @@ def test_constraints(template: str, path: str, expected: dict | None) -> None:
     assert compile_route(template).match(path) == expected
 
 
-@pytest.mark.parametrize("template", [
-    "a/{v:nosuch}", "a/{v:regex}", "a/{v:min(x)}", "a/{*rest}/b", "a/{v", "a/{v}/{v}", "a//b",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "a/{v:nosuch}",
+        "a/{v:regex}",
+        "a/{v:min(x)}",
+        "a/{*rest}/b",
+        "a/{v",
+        "a/{v}/{v}",
+        "a//b",
+    ],
+)
 def test_invalid_templates_are_named(template: str) -> None:
     with pytest.raises(RouteTemplateError):
         compile_route(template)
@@ -83,10 +96,17 @@ def test_precedence_orders_literal_constrained_param_catch_all() -> None:
 async def test_constraints_through_the_host(host_factory, http) -> None:
     running = await host_factory("http")
     checks = {
-        "/api/c/int/12": 200, "/api/c/int/x": 404, "/api/c/guid/0f8fad5b-d9cb-469f-a165-70867728950e": 200,
-        "/api/c/regex/ok-name": 200, "/api/c/regex/Bad_Name": 404, "/api/c/files/a/b": 200,
-        "/api/products/shoes": 200, "/api/products/shoes/2": 200, "/api/products/shoes/two": 404,
-        "/api/c/range/0": 404, "/api/c/len/abcd": 200,
+        "/api/c/int/12": 200,
+        "/api/c/int/x": 404,
+        "/api/c/guid/0f8fad5b-d9cb-469f-a165-70867728950e": 200,
+        "/api/c/regex/ok-name": 200,
+        "/api/c/regex/Bad_Name": 404,
+        "/api/c/files/a/b": 200,
+        "/api/products/shoes": 200,
+        "/api/products/shoes/2": 200,
+        "/api/products/shoes/two": 404,
+        "/api/c/range/0": 404,
+        "/api/c/len/abcd": 200,
     }
     for path, status in checks.items():
         async with http.get(running.base_url + path) as resp:

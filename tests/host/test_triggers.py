@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,8 +20,12 @@ KV_EVENT = {  # Key Vault's documented sample, Event Grid schema
     "eventTime": "2019-07-25T01:08:33.1036736Z",
     "data": {
         "Id": "https://kv.vault.azure.net/secrets/newsecret/ee059b2bb5bc48398a53b168c6cdcb10",
-        "VaultName": "kv", "ObjectType": "Secret", "ObjectName": "newsecret",
-        "Version": "ee059b2bb5bc48398a53b168c6cdcb10", "NBF": 1559081980, "EXP": 1559595221,
+        "VaultName": "kv",
+        "ObjectType": "Secret",
+        "ObjectName": "newsecret",
+        "Version": "ee059b2bb5bc48398a53b168c6cdcb10",
+        "NBF": 1559081980,
+        "EXP": 1559595221,
     },
     "dataVersion": "1",
     "metadataVersion": "1",
@@ -35,17 +39,21 @@ KV_CLOUD_EVENT = {  # the same event in the CloudEvents 1.0 schema
     "time": "2019-07-25T01:08:33.1036736Z",
     "data": {"Id": "https://kv.vault.azure.net/secrets/oldsecret/1", "ObjectName": "oldsecret"},
 }
-VALIDATION_EVENT = [{
-    "id": "2d1781af-3a4c-4d7c-bd0c-e34b19da4e66",
-    "topic": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv",
-    "subject": "",
-    "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
-             "validationUrl": "https://rp-eastus2.eventgrid.azure.net:553/eventsubscriptions/sub/validate?id=x"},
-    "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
-    "eventTime": "2018-01-25T22:12:19.4556811Z",
-    "metadataVersion": "1",
-    "dataVersion": "1",
-}]
+VALIDATION_EVENT = [
+    {
+        "id": "2d1781af-3a4c-4d7c-bd0c-e34b19da4e66",
+        "topic": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv",
+        "subject": "",
+        "data": {
+            "validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
+            "validationUrl": "https://rp-eastus2.eventgrid.azure.net:553/eventsubscriptions/sub/validate?id=x",
+        },
+        "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+        "eventTime": "2018-01-25T22:12:19.4556811Z",
+        "metadataVersion": "1",
+        "dataVersion": "1",
+    }
+]
 
 
 async def wait_for(predicate, timeout: float = 3.0) -> bool:
@@ -90,8 +98,9 @@ async def test_runs_of_one_timer_never_overlap(host_factory, clean_environ) -> N
 
 
 async def test_retry_policy_retries_a_failing_timer(host, http) -> None:
-    async with http.post(f"{host.base_url}/admin/functions/flaky_timer", json={"input": ""},
-                         headers=master(host)) as resp:
+    async with http.post(
+        f"{host.base_url}/admin/functions/flaky_timer", json={"input": ""}, headers=master(host)
+    ) as resp:
         assert resp.status == 202
     calls = app_module(host).CALLS
     assert await wait_for(lambda: len(calls["flaky"]) >= 3)
@@ -103,15 +112,23 @@ async def test_retry_policy_retries_a_failing_timer(host, http) -> None:
 async def test_missed_occurrence_runs_past_due_at_startup(host_factory, tmp_path) -> None:
     state = tmp_path / "state"
     state.mkdir(parents=True)
-    earlier = datetime.now(timezone.utc) - timedelta(days=2)
-    (state / "timers.json").write_text(json.dumps({"manual_timer": {
-        "Last": (earlier - timedelta(days=365)).isoformat(), "Next": earlier.isoformat(),
-        "LastUpdated": earlier.isoformat()}}))
+    earlier = datetime.now(UTC) - timedelta(days=2)
+    (state / "timers.json").write_text(
+        json.dumps(
+            {
+                "manual_timer": {
+                    "Last": (earlier - timedelta(days=365)).isoformat(),
+                    "Next": earlier.isoformat(),
+                    "LastUpdated": earlier.isoformat(),
+                }
+            }
+        )
+    )
     running = await host_factory("triggers")
     calls = app_module(running).CALLS
     assert await wait_for(lambda: calls["manual"] == ["TimerRequest:True"])
     status = json.loads((state / "timers.json").read_text())["manual_timer"]
-    assert datetime.fromisoformat(status["Next"]) > datetime.now(timezone.utc)
+    assert datetime.fromisoformat(status["Next"]) > datetime.now(UTC)
 
 
 async def test_missing_schedule_setting_is_a_startup_error(host_factory) -> None:
@@ -119,11 +136,17 @@ async def test_missing_schedule_setting_is_a_startup_error(host_factory) -> None
         await host_factory("broken", script="missing_setting.py")
 
 
-@pytest.mark.parametrize("script,message", [
-    ("two_apps.py", "More than one FunctionApp or other top level function app instances are defined."),
-    ("no_app.py", "Could not find top level function app instances in no_app.py."),
-    ("bad_params.py", "the following parameters are declared in Python but not in function.json: {'request'}"),
-])
+@pytest.mark.parametrize(
+    "script,message",
+    [
+        ("two_apps.py", "More than one FunctionApp or other top level function app instances are defined."),
+        ("no_app.py", "Could not find top level function app instances in no_app.py."),
+        (
+            "bad_params.py",
+            "the following parameters are declared in Python but not in function.json: {'request'}",
+        ),
+    ],
+)
 async def test_load_errors_are_worded_like_the_worker(host_factory, script: str, message: str) -> None:
     from localdev.host import FunctionLoadError
 
@@ -146,20 +169,26 @@ async def test_admin_lists_functions(host, http) -> None:
     assert listed["on_event"]["trigger"] == "eventGridTrigger"
 
 
-@pytest.mark.parametrize("headers,body,name,expected", [
-    ("none", {"input": ""}, "manual_timer", 401),
-    ("function", {"input": ""}, "manual_timer", 401),
-    ("master", None, "manual_timer", 400),
-    ("master", {"input": ""}, "no_such_function", 404),
-    ("master", {"input": ""}, "ping", 400),
-    ("master", {"input": ""}, "manual_timer", 202),
-    ("master", {"input": ""}, "MANUAL_TIMER", 202),
-])
+@pytest.mark.parametrize(
+    "headers,body,name,expected",
+    [
+        ("none", {"input": ""}, "manual_timer", 401),
+        ("function", {"input": ""}, "manual_timer", 401),
+        ("master", None, "manual_timer", 400),
+        ("master", {"input": ""}, "no_such_function", 404),
+        ("master", {"input": ""}, "ping", 400),
+        ("master", {"input": ""}, "manual_timer", 202),
+        ("master", {"input": ""}, "MANUAL_TIMER", 202),
+    ],
+)
 async def test_admin_invoke_rules(host, http, headers, body, name, expected) -> None:
     key = {"none": {}, "function": {"x-functions-key": host.keys.defaultFunctionKey}, "master": master(host)}
     data = b"null" if body is None else json.dumps(body).encode()
-    async with http.post(f"{host.base_url}/admin/functions/{name}", data=data,
-                         headers=key[headers] | {"Content-Type": "application/json"}) as resp:
+    async with http.post(
+        f"{host.base_url}/admin/functions/{name}",
+        data=data,
+        headers=key[headers] | {"Content-Type": "application/json"},
+    ) as resp:
         assert resp.status == expected
     if expected == 202:
         calls = app_module(host).CALLS
@@ -167,21 +196,30 @@ async def test_admin_invoke_rules(host, http, headers, body, name, expected) -> 
 
 
 async def test_admin_invoke_of_event_grid_function(host, http) -> None:
-    async with http.post(f"{host.base_url}/admin/functions/on_event", json={"input": json.dumps(KV_EVENT)},
-                         headers=master(host)) as resp:
+    async with http.post(
+        f"{host.base_url}/admin/functions/on_event",
+        json={"input": json.dumps(KV_EVENT)},
+        headers=master(host),
+    ) as resp:
         assert resp.status == 202
     calls = app_module(host).CALLS
     assert await wait_for(lambda: len(calls["events"]) == 1)
-    assert calls["events"][0][:3] == ("EventGridEvent", KV_EVENT["id"], "Microsoft.KeyVault.SecretNewVersionCreated")
+    assert calls["events"][0][:3] == (
+        "EventGridEvent",
+        KV_EVENT["id"],
+        "Microsoft.KeyVault.SecretNewVersionCreated",
+    )
 
 
 async def test_admin_invoke_of_event_grid_function_checks_the_event(host, http) -> None:
     for bad in ("not json", "[1, 2]", 5):
-        async with http.post(f"{host.base_url}/admin/functions/on_event", json={"input": bad},
-                             headers=master(host)) as resp:
+        async with http.post(
+            f"{host.base_url}/admin/functions/on_event", json={"input": bad}, headers=master(host)
+        ) as resp:
             assert resp.status == 400
-    async with http.post(f"{host.base_url}/admin/functions/on_event", json={"input": KV_CLOUD_EVENT},
-                         headers=master(host)) as resp:
+    async with http.post(
+        f"{host.base_url}/admin/functions/on_event", json={"input": KV_CLOUD_EVENT}, headers=master(host)
+    ) as resp:
         assert resp.status == 202
     calls = app_module(host).CALLS
     assert await wait_for(lambda: len(calls["events"]) == 1)
@@ -190,47 +228,69 @@ async def test_admin_invoke_of_event_grid_function_checks_the_event(host, http) 
 
 # -- Event Grid webhook ---------------------------------------------------------------------------------
 async def test_subscription_validation_handshake(host, http) -> None:
-    async with http.post(eventgrid_url(host, "on_event"), json=VALIDATION_EVENT, headers=master(host) | {
-            "aeg-event-type": "SubscriptionValidation"}) as resp:
+    async with http.post(
+        eventgrid_url(host, "on_event"),
+        json=VALIDATION_EVENT,
+        headers=master(host) | {"aeg-event-type": "SubscriptionValidation"},
+    ) as resp:
         assert resp.status == 200
         assert await resp.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
     assert app_module(host).CALLS["events"] == []
 
 
 async def test_cloudevents_options_handshake(host, http) -> None:
-    async with http.options(eventgrid_url(host, "on_event"),
-                            headers={"WebHook-Request-Origin": "eventgrid.azure.net"}) as resp:
+    async with http.options(
+        eventgrid_url(host, "on_event"), headers={"WebHook-Request-Origin": "eventgrid.azure.net"}
+    ) as resp:
         assert resp.status == 200
         assert resp.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
 
 
 async def test_event_grid_schema_array_is_one_invocation_per_event(host, http) -> None:
     second = dict(KV_EVENT, id="second", subject="othersecret")
-    async with http.post(eventgrid_url(host, "on_event"), json=[KV_EVENT, second],
-                         headers={"aeg-event-type": "Notification",
-                                  "x-functions-key": host.keys.eventGridSystemKey}) as resp:
+    async with http.post(
+        eventgrid_url(host, "on_event"),
+        json=[KV_EVENT, second],
+        headers={"aeg-event-type": "Notification", "x-functions-key": host.keys.eventGridSystemKey},
+    ) as resp:
         assert resp.status == 202
     events = sorted(app_module(host).CALLS["events"], key=lambda e: e[1])
     assert [(e[0], e[1], e[3]) for e in events] == [
-        ("EventGridEvent", KV_EVENT["id"], "newsecret"), ("EventGridEvent", "second", "othersecret")]
+        ("EventGridEvent", KV_EVENT["id"], "newsecret"),
+        ("EventGridEvent", "second", "othersecret"),
+    ]
     assert events[0][4] == KV_EVENT["topic"]
     assert events[0][5] == KV_EVENT["data"]
 
 
 async def test_cloudevent_single_object_and_case_insensitive_path(host, http) -> None:
     url = f"{host.base_url}/runtime/webhooks/EventGrid?functionName=on_event&code={host.keys.eventGridSystemKey}"
-    async with http.post(url, data=json.dumps(KV_CLOUD_EVENT), headers={
-            "aeg-event-type": "Notification", "Content-Type": "application/cloudevents+json"}) as resp:
+    async with http.post(
+        url,
+        data=json.dumps(KV_CLOUD_EVENT),
+        headers={"aeg-event-type": "Notification", "Content-Type": "application/cloudevents+json"},
+    ) as resp:
         assert resp.status == 202
     (event,) = app_module(host).CALLS["events"]
-    assert event[:5] == ("CloudEvent", "a1b2c3", "Microsoft.KeyVault.SecretNearExpiry", "oldsecret",
-                         KV_CLOUD_EVENT["source"])
+    assert event[:5] == (
+        "CloudEvent",
+        "a1b2c3",
+        "Microsoft.KeyVault.SecretNearExpiry",
+        "oldsecret",
+        KV_CLOUD_EVENT["source"],
+    )
 
 
-@pytest.mark.parametrize("key_kind,expected", [("none", 401), ("function", 401), ("system", 202), ("master", 202)])
+@pytest.mark.parametrize(
+    "key_kind,expected", [("none", 401), ("function", 401), ("system", 202), ("master", 202)]
+)
 async def test_webhook_auth(host, http, key_kind: str, expected: int) -> None:
-    keys = {"none": None, "function": host.keys.defaultFunctionKey, "system": host.keys.eventGridSystemKey,
-            "master": host.keys.masterKey}
+    keys = {
+        "none": None,
+        "function": host.keys.defaultFunctionKey,
+        "system": host.keys.eventGridSystemKey,
+        "master": host.keys.masterKey,
+    }
     headers = {"aeg-event-type": "Notification"}
     if keys[key_kind]:
         headers["x-functions-key"] = keys[key_kind]
@@ -260,8 +320,9 @@ async def test_webhook_errors(host, http, caplog) -> None:
 
 async def test_no_auth_opens_admin_and_webhook(host_factory, http) -> None:
     running = await host_factory("triggers", auth=False)
-    async with http.post(eventgrid_url(running, "on_event"), json=[KV_EVENT],
-                         headers={"aeg-event-type": "Notification"}) as resp:
+    async with http.post(
+        eventgrid_url(running, "on_event"), json=[KV_EVENT], headers={"aeg-event-type": "Notification"}
+    ) as resp:
         assert resp.status == 202
     async with http.post(f"{running.base_url}/admin/functions/manual_timer", json={"input": ""}) as resp:
         assert resp.status == 202

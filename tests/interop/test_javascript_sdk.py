@@ -17,9 +17,10 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -35,8 +36,14 @@ SERVICE_PAGE = 25
 OPERATION_LATENCY = 0.2  # seconds a delete or recovery stays "in progress", so the SDK pollers must poll
 # Inherited variables that would pick another credential source, relax TLS or route loopback through a proxy.
 _UNSAFE_PREFIXES = ("IDENTITY_", "MSI_", "IMDS_", "AZURE_")
-_UNSAFE_NAMES = {"NODE_TLS_REJECT_UNAUTHORIZED", "NODE_EXTRA_CA_CERTS", "NODE_OPTIONS", "HTTP_PROXY", "HTTPS_PROXY",
-                 "ALL_PROXY"}
+_UNSAFE_NAMES = {
+    "NODE_TLS_REJECT_UNAUTHORIZED",
+    "NODE_EXTRA_CA_CERTS",
+    "NODE_OPTIONS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+}
 
 
 @dataclass
@@ -57,18 +64,25 @@ class InteropRun:
 def _node() -> str:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not on PATH: the JavaScript SDK interop test needs Node.js 20+ "
-                    "(then run `npm ci` at the repository root)")
+        pytest.skip(
+            "node is not on PATH: the JavaScript SDK interop test needs Node.js 20+ "
+            "(then run `npm ci` at the repository root)"
+        )
     missing = [p for p in PACKAGES if not (REPO_ROOT / "node_modules" / p / "package.json").is_file()]
     if missing:
-        pytest.fail(f"{', '.join(missing)} not installed: run npm ci at the repository root "
-                    f"(`npm ci --no-audit --no-fund` in {REPO_ROOT}; `make test` does it)")
+        pytest.fail(
+            f"{', '.join(missing)} not installed: run npm ci at the repository root "
+            f"(`npm ci --no-audit --no-fund` in {REPO_ROOT}; `make test` does it)"
+        )
     return node
 
 
 def _child_env(vault: RunningVault, extra: dict[str, str], *, trust_vault_ca: bool = True) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.upper().startswith(_UNSAFE_PREFIXES) and k.upper() not in _UNSAFE_NAMES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(_UNSAFE_PREFIXES) and k.upper() not in _UNSAFE_NAMES
+    }
     vault_env = vault.env()
     env.update({name: vault_env[name] for name in ("KEY_VAULT_URL", "IDENTITY_ENDPOINT", "IDENTITY_HEADER")})
     if trust_vault_ca:
@@ -86,8 +100,9 @@ def _redact(text: str, values: dict[str, str]) -> str:
 def run_script(node: str, env: dict[str, str], values: dict[str, str]) -> ScriptRun:
     """Run the Node script; a failure shows its stderr (step, status, error code) with any value redacted."""
     try:
-        done = subprocess.run([node, str(SCRIPT)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run(
+            [node, str(SCRIPT)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("the JavaScript SDK script did not finish in 60 s: is the local vault answering?")
     output = done.stdout + done.stderr
@@ -109,10 +124,19 @@ def js_run(vault: RunningVault) -> Iterator[InteropRun]:
     try:
         control.reset()
         control.set_operation_latency(delete=OPERATION_LATENCY, recover=OPERATION_LATENCY)
-        js = run_script(node, _child_env(vault, {
-            "INTEROP_PREFIX": prefix, "INTEROP_VALUES": json.dumps(values),
-            "INTEROP_EXPIRES_ON": str(expires_on), "INTEROP_BULK": str(BULK),
-        }), values)
+        js = run_script(
+            node,
+            _child_env(
+                vault,
+                {
+                    "INTEROP_PREFIX": prefix,
+                    "INTEROP_VALUES": json.dumps(values),
+                    "INTEROP_EXPIRES_ON": str(expires_on),
+                    "INTEROP_BULK": str(BULK),
+                },
+            ),
+            values,
+        )
         stats = control.stats()
         control.set_operation_latency(delete=0, recover=0)
         yield InteropRun(prefix, values, expires_on, js, stats)
@@ -125,7 +149,9 @@ def test_set_and_get_latest_and_by_version(js_run: InteropRun, vault: RunningVau
     s = js_run.js.summary
     main = f"{js_run.prefix}-main"
     pinned = json.loads((REPO_ROOT / "package.json").read_text())["devDependencies"]
-    assert s["sdk"] == {p: pinned[p] for p in PACKAGES}, "node_modules is stale: run npm ci at the repository root"
+    assert s["sdk"] == {p: pinned[p] for p in PACKAGES}, (
+        "node_modules is stale: run npm ci at the repository root"
+    )
     created = s["set"]
     assert created["name"] == main
     assert created["vaultUrl"] == vault.vault_url
@@ -152,14 +178,26 @@ def test_update_properties_and_list_versions(js_run: InteropRun) -> None:
     s = js_run.js.summary
     first, second = s["set"]["firstVersion"], s["set"]["secondVersion"]
     assert s["update"] == {
-        "version": first, "enabled": False, "tags": {"sdk": "javascript", "step": "updated"},
-        "contentType": "text/csv", "expiresOn": js_run.expires_on,
-        "getDisabled": {"restError": True, "statusCode": 403, "code": "Forbidden", "innerCode": "SecretDisabled"},
+        "version": first,
+        "enabled": False,
+        "tags": {"sdk": "javascript", "step": "updated"},
+        "contentType": "text/csv",
+        "expiresOn": js_run.expires_on,
+        "getDisabled": {
+            "restError": True,
+            "statusCode": 403,
+            "code": "Forbidden",
+            "innerCode": "SecretDisabled",
+        },
     }
     main = f"{js_run.prefix}-main"
-    assert s["versions"] == sorted([{"version": first, "enabled": False, "name": main},
-                                    {"version": second, "enabled": True, "name": main}],
-                                   key=lambda v: v["version"])
+    assert s["versions"] == sorted(
+        [
+            {"version": first, "enabled": False, "name": main},
+            {"version": second, "enabled": True, "name": main},
+        ],
+        key=lambda v: v["version"],
+    )
 
 
 def test_list_pages_by_max_page_size_and_by_service_page(js_run: InteropRun) -> None:
@@ -182,13 +220,23 @@ def test_delete_poll_get_deleted_list_deleted_and_recover(js_run: InteropRun, va
     assert abs(deleted["deletedOn"] - time.time()) < 600
     assert deleted["scheduledPurgeDate"] - deleted["deletedOn"] == s["set"]["recoverableDays"] * 86400
     assert deleted["getWhileDeleted"] == {"restError": True, "statusCode": 404, "code": "SecretNotFound"}
-    assert deleted["getDeleted"] == {"name": main, "recoveryId": deleted["recoveryId"],
-                                     "version": s["set"]["secondVersion"], "valueAbsent": True}
+    assert deleted["getDeleted"] == {
+        "name": main,
+        "recoveryId": deleted["recoveryId"],
+        "version": s["set"]["secondVersion"],
+        "valueAbsent": True,
+    }
     assert deleted["listedNames"] == [main]
 
     recovered = s["recover"]
-    assert recovered == {"name": main, "version": s["set"]["secondVersion"], "pollerDone": True,
-                         "latestVersion": s["set"]["secondVersion"], "valueMatches": True, "versionCount": 2}
+    assert recovered == {
+        "name": main,
+        "version": s["set"]["secondVersion"],
+        "pollerDone": True,
+        "latestVersion": s["set"]["secondVersion"],
+        "valueMatches": True,
+        "versionCount": 2,
+    }
 
 
 def test_backup_delete_purge_restore(js_run: InteropRun) -> None:
@@ -210,13 +258,31 @@ def test_every_call_reached_the_vault(js_run: InteropRun) -> None:
     ops = js_run.stats["operations"]
     secrets_listed = BULK + 1
     list_pages = math.ceil(secrets_listed / SMALL_PAGE) + 2 * math.ceil(secrets_listed / SERVICE_PAGE)
-    assert {name: ops.get(name, 0) for name in (
-        "SetSecret", "UpdateSecret", "GetSecretVersions", "GetSecrets", "DeleteSecret", "GetDeletedSecrets",
-        "RecoverDeletedSecret", "BackupSecret", "PurgeDeletedSecret", "RestoreSecret",
-    )} == {
-        "SetSecret": 2 + BULK + 1, "UpdateSecret": 1, "GetSecretVersions": 2, "GetSecrets": list_pages,
-        "DeleteSecret": 2, "GetDeletedSecrets": 1, "RecoverDeletedSecret": 1, "BackupSecret": 1,
-        "PurgeDeletedSecret": 1, "RestoreSecret": 1,
+    assert {
+        name: ops.get(name, 0)
+        for name in (
+            "SetSecret",
+            "UpdateSecret",
+            "GetSecretVersions",
+            "GetSecrets",
+            "DeleteSecret",
+            "GetDeletedSecrets",
+            "RecoverDeletedSecret",
+            "BackupSecret",
+            "PurgeDeletedSecret",
+            "RestoreSecret",
+        )
+    } == {
+        "SetSecret": 2 + BULK + 1,
+        "UpdateSecret": 1,
+        "GetSecretVersions": 2,
+        "GetSecrets": list_pages,
+        "DeleteSecret": 2,
+        "GetDeletedSecrets": 1,
+        "RecoverDeletedSecret": 1,
+        "BackupSecret": 1,
+        "PurgeDeletedSecret": 1,
+        "RestoreSecret": 1,
     }
     # The pollers poll: a delete or recovery stays "in progress" for OPERATION_LATENCY, far longer than the one
     # loopback round trip between the SDK's call and its first poll, so each poller sees one 404 before its 200.
@@ -227,7 +293,9 @@ def test_every_call_reached_the_vault(js_run: InteropRun) -> None:
     assert ops["GetDeletedSecret"] >= 6
     statuses = js_run.stats["statuses"]
     assert js_run.stats["challenges"] >= 1  # the SDK's bodiless challenge request, then bearer tokens
-    assert statuses.get("401", 0) == js_run.stats["challenges"]  # every token from the identity endpoint accepted
+    assert (
+        statuses.get("401", 0) == js_run.stats["challenges"]
+    )  # every token from the identity endpoint accepted
     assert statuses.get("403") == 1  # the disabled version, nothing else
     assert set(statuses) <= {"200", "204", "401", "403", "404"}
     assert js_run.stats["dropped"] == 0
@@ -257,8 +325,15 @@ def test_no_secret_value_in_the_script_output(js_run: InteropRun) -> None:
 def test_tls_is_verified_against_the_vault_ca(vault: RunningVault) -> None:
     """Without NODE_EXTRA_CA_CERTS the same client refuses the vault's certificate: verification is real."""
     node = _node()
-    probe = run_script(node, _child_env(vault, {"INTEROP_MODE": "tls-probe", "INTEROP_PREFIX": "js-tls"},
-                                        trust_vault_ca=False), {})
+    probe = run_script(
+        node,
+        _child_env(vault, {"INTEROP_MODE": "tls-probe", "INTEROP_PREFIX": "js-tls"}, trust_vault_ca=False),
+        {},
+    )
     assert probe.summary["connected"] is False
-    assert probe.summary["errorCode"] in {"UNABLE_TO_VERIFY_LEAF_SIGNATURE", "SELF_SIGNED_CERT_IN_CHAIN",
-                                          "UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "DEPTH_ZERO_SELF_SIGNED_CERT"}
+    assert probe.summary["errorCode"] in {
+        "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+        "SELF_SIGNED_CERT_IN_CHAIN",
+        "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+        "DEPTH_ZERO_SELF_SIGNED_CERT",
+    }

@@ -18,15 +18,24 @@ TOTAL, PER_BATCH = 1000, 100
 # that a sweep calls 100 times (once per due secret), so at 10 % no kind can go unexercised by chance
 # (0.9**100 < 3e-5); the 40 list pages alone would miss a kind 1.5 % of the time.
 FAULTS = [
-    {"GetSecrets": dict(status=500), "GetSecretVersions": dict(status=0, drop=True),
-     "SetSecret": dict(status=429, retry_after=0.05), "UpdateSecret": dict(status=429)},
-    {"GetSecrets": dict(status=429), "GetSecretVersions": dict(status=500),
-     "SetSecret": dict(status=0, drop=True), "UpdateSecret": dict(status=503)},
+    {
+        "GetSecrets": dict(status=500),
+        "GetSecretVersions": dict(status=0, drop=True),
+        "SetSecret": dict(status=429, retry_after=0.05),
+        "UpdateSecret": dict(status=429),
+    },
+    {
+        "GetSecrets": dict(status=429),
+        "GetSecretVersions": dict(status=500),
+        "SetSecret": dict(status=0, drop=True),
+        "UpdateSecret": dict(status=503),
+    },
 ]
 
 
 async def test_sweeps_of_1000_secrets_under_10_percent_faults_rotate_each_due_secret_once(
-        kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any) -> None:
+    kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any
+) -> None:
     now = vault_clock.now()
 
     def expiry(i: int) -> Any:
@@ -36,8 +45,10 @@ async def test_sweeps_of_1000_secrets_under_10_percent_faults_rotate_each_due_se
             return now + timedelta(days=35)  # batch B: due after the clock moves 10 days
         return now + timedelta(days=50)
 
-    specs = [dict(name=f"chaos-{i:04d}", value="seed", tags={"ValidityPeriodDays": "60"}, expires_on=expiry(i))
-             for i in range(TOTAL)]
+    specs = [
+        dict(name=f"chaos-{i:04d}", value="seed", tags={"ValidityPeriodDays": "60"}, expires_on=expiry(i))
+        for i in range(TOTAL)
+    ]
     batches = [[s["name"] for i, s in enumerate(specs) if i % 10 == k] for k in (0, 5)]
     await seed(kv_client, specs, concurrency=32)
 
@@ -55,9 +66,11 @@ async def test_sweeps_of_1000_secrets_under_10_percent_faults_rotate_each_due_se
         for name in batch:
             versions = await versions_of(kv_client, name)
             assert len(versions) == 2 and all(v.enabled for v in versions), name
-        print(f"chaos sweep: {TOTAL} secrets, {PER_BATCH} due, {elapsed:.2f} s, transactions "
-              f"{summary.transactions}, engine retries {summary.retries}, statuses {stats['statuses']}, "
-              f"dropped {stats['dropped']}")
+        print(
+            f"chaos sweep: {TOTAL} secrets, {PER_BATCH} due, {elapsed:.2f} s, transactions "
+            f"{summary.transactions}, engine retries {summary.retries}, statuses {stats['statuses']}, "
+            f"dropped {stats['dropped']}"
+        )
         seen = {**stats["statuses"], "dropped": stats["dropped"]}  # cumulative over both sweeps
         if batch is batches[0]:
             vault_clock.days(10)

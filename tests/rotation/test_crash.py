@@ -34,7 +34,9 @@ class InMemoryTarget(RandomValueRotator):
         self.credentials[ctx.name] = pending.value
 
     async def test(self, ctx: RotationContext, pending: PendingCredential) -> None:
-        assert self.credentials.get(ctx.name) == pending.value, "target does not accept the pending credential"
+        assert self.credentials.get(ctx.name) == pending.value, (
+            "target does not accept the pending credential"
+        )
 
 
 class Crash(Exception):
@@ -56,14 +58,23 @@ async def assert_converged(client: Any, name: str, original_version: str) -> Any
 
 @pytest.mark.parametrize("rotation_type", ["random", "in-memory-target"])
 async def test_stop_at_every_step_boundary_then_converge(
-        kv_client: Any, make_engine: Any, vault_clock: Any, rotation_type: str) -> None:
+    kv_client: Any, make_engine: Any, vault_clock: Any, rotation_type: str
+) -> None:
     now = vault_clock.now()
     for step in STEPS:
         name = f"crash-{rotation_type}-{step}".replace("_", "-")
         TARGET.credentials[name] = "value-before-rotation"
-        [seeded] = await seed(kv_client, [dict(name=name, value="value-before-rotation",
-                                               tags={"ValidityPeriodDays": "60", "RotationType": rotation_type},
-                                               expires_on=now + timedelta(days=1))])
+        [seeded] = await seed(
+            kv_client,
+            [
+                dict(
+                    name=name,
+                    value="value-before-rotation",
+                    tags={"ValidityPeriodDays": "60", "RotationType": rotation_type},
+                    expires_on=now + timedelta(days=1),
+                )
+            ],
+        )
 
         async def crash(at: str, secret: str, step: str = step, name: str = name) -> None:
             if at == step and secret == name:
@@ -78,8 +89,11 @@ async def test_stop_at_every_step_boundary_then_converge(
         assert value != "value-before-rotation"
         if rotation_type == "in-memory-target":
             assert TARGET.credentials[name] == value, f"credential lost after a crash at {step}"
-        expected = "Resumed" if step in ("pending_stored", "applied", "tested") else (
-            "Rotated" if step == "decided" else None)
+        expected = (
+            "Resumed"
+            if step in ("pending_stored", "applied", "tested")
+            else ("Rotated" if step == "decided" else None)
+        )
         if expected:
             assert rerun.outcomes.get(expected) == 1, (step, dict(rerun.outcomes))
         else:
@@ -90,12 +104,22 @@ async def test_stop_at_every_step_boundary_then_converge(
 
 async def test_cancelled_sweeps_converge(kv_client: Any, make_engine: Any, vault_clock: Any) -> None:
     now = vault_clock.now()
-    seeded = await seed(kv_client, [dict(name=f"cancel-{i}", value="before", tags={"ValidityPeriodDays": "60"},
-                                         expires_on=now + timedelta(days=1)) for i in range(40)])
+    seeded = await seed(
+        kv_client,
+        [
+            dict(
+                name=f"cancel-{i}",
+                value="before",
+                tags={"ValidityPeriodDays": "60"},
+                expires_on=now + timedelta(days=1),
+            )
+            for i in range(40)
+        ],
+    )
     for timeout in (0.005, 0.02, 0.05, 0.1):
         try:
             await asyncio.wait_for(make_engine().sweep(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     final = await make_engine().sweep()
     assert final.errors == []

@@ -15,8 +15,11 @@ from tests.fixtures.rotation import seed, versions_of
 
 pytestmark = pytest.mark.usefixtures("rotation_env")
 
-CONTRACT = {"ValidityPeriodDays": "60", "CredentialId": "sqlAdmin",
-            "ProviderAddress": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/servers/db1"}
+CONTRACT = {
+    "ValidityPeriodDays": "60",
+    "CredentialId": "sqlAdmin",
+    "ProviderAddress": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/servers/db1",
+}
 
 
 def writes(stats: dict[str, Any]) -> int:
@@ -25,10 +28,21 @@ def writes(stats: dict[str, Any]) -> int:
 
 
 async def test_due_secret_gets_one_new_version_with_the_sample_contract(
-        kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any, secret_values: Any) -> None:
+    kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any, secret_values: Any
+) -> None:
     now = vault_clock.now()
-    [old] = await seed(kv_client, [dict(name="db-password", value=secret_values.new(), content_type="text/plain",
-                                         tags=CONTRACT, expires_on=now + timedelta(days=10))])
+    [old] = await seed(
+        kv_client,
+        [
+            dict(
+                name="db-password",
+                value=secret_values.new(),
+                content_type="text/plain",
+                tags=CONTRACT,
+                expires_on=now + timedelta(days=10),
+            )
+        ],
+    )
     before = vault_control.stats()["operations"]
 
     summary = await make_engine().sweep()
@@ -36,8 +50,9 @@ async def test_due_secret_gets_one_new_version_with_the_sample_contract(
     after = vault_control.stats()["operations"]
     assert summary.outcomes == {"Rotated": 1} and summary.statuses == {"Due": 1}
     # list page + list versions + set + update: the transaction budget of one due secret
-    assert {op: after.get(op, 0) - before.get(op, 0) for op in after if after.get(op, 0) != before.get(op, 0)} == {
-        "GetSecrets": 1, "GetSecretVersions": 1, "SetSecret": 1, "UpdateSecret": 1}
+    assert {
+        op: after.get(op, 0) - before.get(op, 0) for op in after if after.get(op, 0) != before.get(op, 0)
+    } == {"GetSecrets": 1, "GetSecretVersions": 1, "SetSecret": 1, "UpdateSecret": 1}
     versions = {v.version: v for v in await versions_of(kv_client, "db-password")}
     assert len(versions) == 2
     new = next(v for k, v in versions.items() if k != old.properties.version)
@@ -55,33 +70,64 @@ async def test_due_secret_gets_one_new_version_with_the_sample_contract(
 
 
 async def test_only_due_and_expired_managed_secrets_rotate(
-        kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any) -> None:
+    kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any
+) -> None:
     now = vault_clock.now()
     tags = {"ValidityPeriodDays": "60"}
-    await seed(kv_client, [
-        dict(name="due", value="v-due", tags=tags, expires_on=now + timedelta(days=5)),
-        dict(name="not-due", value="v-not-due", tags=tags, expires_on=now + timedelta(days=50)),
-        dict(name="no-tag", value="v-no-tag", tags={"CredentialId": "x"}, expires_on=now - timedelta(days=1)),
-        dict(name="expired", value="v-expired", tags=tags, expires_on=now - timedelta(days=1)),
-        dict(name="disabled", value="v-disabled", tags=tags, expires_on=now + timedelta(days=1), enabled=False),
-        dict(name="deleted", value="v-deleted", tags=tags, expires_on=now + timedelta(days=1)),
-        dict(name="bad-policy", value="v-bad", tags={"ValidityPeriodDays": "ninety"}),
-    ])
+    await seed(
+        kv_client,
+        [
+            dict(name="due", value="v-due", tags=tags, expires_on=now + timedelta(days=5)),
+            dict(name="not-due", value="v-not-due", tags=tags, expires_on=now + timedelta(days=50)),
+            dict(
+                name="no-tag",
+                value="v-no-tag",
+                tags={"CredentialId": "x"},
+                expires_on=now - timedelta(days=1),
+            ),
+            dict(name="expired", value="v-expired", tags=tags, expires_on=now - timedelta(days=1)),
+            dict(
+                name="disabled",
+                value="v-disabled",
+                tags=tags,
+                expires_on=now + timedelta(days=1),
+                enabled=False,
+            ),
+            dict(name="deleted", value="v-deleted", tags=tags, expires_on=now + timedelta(days=1)),
+            dict(name="bad-policy", value="v-bad", tags={"ValidityPeriodDays": "ninety"}),
+        ],
+    )
     await kv_client.delete_secret("deleted")
     summary = await make_engine().sweep()
     assert summary.statuses == {"Due": 1, "Expired": 1, "UpToDate": 1, "Disabled": 1, "Error": 1}
     assert summary.outcomes == {"Rotated": 2, "NotDue": 1, "Skipped": 1, "Failed": 1}
     assert summary.errors[0]["name"] == "bad-policy" and "ValidityPeriodDays" in summary.errors[0]["reason"]
-    for name, count in {"due": 2, "expired": 2, "not-due": 1, "no-tag": 1, "disabled": 1, "bad-policy": 1}.items():
+    for name, count in {
+        "due": 2,
+        "expired": 2,
+        "not-due": 1,
+        "no-tag": 1,
+        "disabled": 1,
+        "bad-policy": 1,
+    }.items():
         assert len(await versions_of(kv_client, name)) == count, name
     again = await make_engine().sweep()
     assert "Rotated" not in again.outcomes  # converged: nothing is due any more
 
 
-async def test_dry_run_changes_nothing(kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any) -> None:
+async def test_dry_run_changes_nothing(
+    kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any
+) -> None:
     now = vault_clock.now()
-    await seed(kv_client, [dict(name=f"s{i}", value="x", tags={"ValidityPeriodDays": "30"},
-                                expires_on=now + timedelta(days=i)) for i in range(0, 40, 4)])
+    await seed(
+        kv_client,
+        [
+            dict(
+                name=f"s{i}", value="x", tags={"ValidityPeriodDays": "30"}, expires_on=now + timedelta(days=i)
+            )
+            for i in range(0, 40, 4)
+        ],
+    )
     before = vault_control.stats()
     summary = await make_engine().sweep(dry_run=True, include_items=True)
     after = vault_control.stats()
@@ -95,13 +141,21 @@ async def test_dry_run_changes_nothing(kv_client: Any, make_engine: Any, vault_c
 
 
 async def test_throttled_patch_without_retry_after_is_retried_by_the_engine(
-        kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any) -> None:
+    kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any
+) -> None:
     from tests.fixtures.rotation import fast_calls
 
     now = vault_clock.now()
     count = 20
-    await seed(kv_client, [dict(name=f"t{i}", value="x", tags={"ValidityPeriodDays": "60"},
-                                expires_on=now + timedelta(days=1)) for i in range(count)])
+    await seed(
+        kv_client,
+        [
+            dict(
+                name=f"t{i}", value="x", tags={"ValidityPeriodDays": "60"}, expires_on=now + timedelta(days=1)
+            )
+            for i in range(count)
+        ],
+    )
     vault_control.set_faults("UpdateSecret", 429, rate=0.4, retry_after=None)
     vault_control.set_faults("SetSecret", 429, rate=0.3, retry_after=0.05)
     calls = fast_calls()
@@ -115,10 +169,18 @@ async def test_throttled_patch_without_retry_after_is_retried_by_the_engine(
 
 
 async def test_time_budget_stops_cleanly_and_the_next_run_continues(
-        kv_client: Any, make_engine: Any, vault_clock: Any) -> None:
+    kv_client: Any, make_engine: Any, vault_clock: Any
+) -> None:
     now = vault_clock.now()
-    await seed(kv_client, [dict(name=f"b{i}", value="x", tags={"ValidityPeriodDays": "60"},
-                                expires_on=now + timedelta(days=1)) for i in range(30)])
+    await seed(
+        kv_client,
+        [
+            dict(
+                name=f"b{i}", value="x", tags={"ValidityPeriodDays": "60"}, expires_on=now + timedelta(days=1)
+            )
+            for i in range(30)
+        ],
+    )
     stopped = await make_engine().sweep(budget_seconds=0)
     assert not stopped.listing_complete and "Rotated" not in stopped.outcomes
     assert stopped.remaining == stopped.outcomes.get("Deferred", 0)
@@ -127,7 +189,8 @@ async def test_time_budget_stops_cleanly_and_the_next_run_continues(
 
 
 async def test_a_vault_that_cannot_be_listed_fails_the_run_with_a_summary(
-        vault: Any, vault_control: Any, vault_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    vault: Any, vault_control: Any, vault_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     from shared.errors import VaultUnavailable
     from shared.rotation.engine import RotationEngine
     from shared.settings import get_settings
@@ -135,7 +198,9 @@ async def test_a_vault_that_cannot_be_listed_fails_the_run_with_a_summary(
     from tests.fixtures.vault import aclose_client, make_aio_client
 
     caplog.set_level("INFO", logger="secrets.summary")
-    client = make_aio_client(vault, retry_total=0)  # no SDK retries: the engine's own (fast) ones are under test
+    client = make_aio_client(
+        vault, retry_total=0
+    )  # no SDK retries: the engine's own (fast) ones are under test
     vault_control.set_faults("GetSecrets", 500, rate=1.0)
     try:
         with pytest.raises(VaultUnavailable, match="HTTP 500"):

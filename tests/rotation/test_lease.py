@@ -46,20 +46,28 @@ async def race_two_instances(make_engine: Any, name: str, leases: list[BlobLease
                 arrived[me].set()
                 try:
                     await asyncio.wait_for(arrived[1 - me].wait(), 1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
         return hook
 
     engines = [instance(make_engine, leases[i], hook_for(i)) for i in range(2)]
-    return await asyncio.gather(*(e.rotate(name, RotationRequest(trigger="http", force=True)) for e in engines))
+    return await asyncio.gather(
+        *(e.rotate(name, RotationRequest(trigger="http", force=True)) for e in engines)
+    )
 
 
 async def test_the_lease_makes_two_instances_rotate_once(
-        kv_client: Any, make_engine: Any, vault_clock: Any, storage: list[Any]) -> None:
+    kv_client: Any, make_engine: Any, vault_clock: Any, storage: list[Any]
+) -> None:
     now = vault_clock.now()
-    await seed(kv_client, [dict(name=n, value="x", tags={"ValidityPeriodDays": "60"},
-                                expires_on=now + timedelta(days=3)) for n in ("leased", "unleased")])
+    await seed(
+        kv_client,
+        [
+            dict(name=n, value="x", tags={"ValidityPeriodDays": "60"}, expires_on=now + timedelta(days=3))
+            for n in ("leased", "unleased")
+        ],
+    )
     leases = [BlobLeaseLock(c.get_container_client(LOCK_CONTAINER), wait_seconds=10) for c in storage]
     results = await race_two_instances(make_engine, "leased", leases)
     assert sorted(r.outcome for r in results) == sorted([Outcome.ROTATED, Outcome.ALREADY_ROTATED])
@@ -73,12 +81,15 @@ async def test_the_lease_makes_two_instances_rotate_once(
 
 
 async def test_a_name_leased_elsewhere_is_deferred_then_rotated(
-        kv_client: Any, make_engine: Any, vault_clock: Any, storage: list[Any]) -> None:
+    kv_client: Any, make_engine: Any, vault_clock: Any, storage: list[Any]
+) -> None:
     from azure.storage.blob.aio import BlobLeaseClient
 
     now = vault_clock.now()
-    await seed(kv_client, [dict(name="busy", value="x", tags={"ValidityPeriodDays": "60"},
-                                expires_on=now + timedelta(days=3))])
+    await seed(
+        kv_client,
+        [dict(name="busy", value="x", tags={"ValidityPeriodDays": "60"}, expires_on=now + timedelta(days=3))],
+    )
     other = BlobLeaseLock(storage[1].get_container_client(LOCK_CONTAINER))
     async with other.hold("busy"):  # another instance is working on it
         mine = BlobLeaseLock(storage[0].get_container_client(LOCK_CONTAINER), wait_seconds=0.3)
@@ -95,7 +106,8 @@ async def test_a_name_leased_elsewhere_is_deferred_then_rotated(
 
 
 async def test_the_app_uses_the_lease_when_rotation_lock_is_blob(
-        kv_client: Any, azurite: str, storage: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    kv_client: Any, azurite: str, storage: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from blueprints import rotation
     from shared.settings import get_settings
     from tests.fixtures.app import InProcessApi, SecretValues
@@ -105,14 +117,16 @@ async def test_the_app_uses_the_lease_when_rotation_lock_is_blob(
     get_settings.cache_clear()
     await seed(kv_client, [dict(name="via-app", value="x", tags={"ValidityPeriodDays": "60"})])
     answer = await InProcessApi(SecretValues()).call(
-        rotation.rotate_secret, "POST", "/api/secrets/via-app/rotate", route_params={"name": "via-app"})
+        rotation.rotate_secret, "POST", "/api/secrets/via-app/rotate", route_params={"name": "via-app"}
+    )
     assert answer.status == 200 and answer.json["outcome"] == "Rotated", answer.text
     names = [b.name async for b in storage[0].get_container_client(LOCK_CONTAINER).list_blobs()]
     assert "via-app" in names
 
 
 async def test_an_unreachable_lock_store_is_a_503_that_says_what_to_check(
-        kv_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    kv_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
 
     from blueprints import rotation
@@ -125,12 +139,16 @@ async def test_an_unreachable_lock_store_is_a_503_that_says_what_to_check(
         port = probe.getsockname()[1]
     monkeypatch.setitem(LEASE_STORE_RETRY, "retry_total", 0)  # keep the test quick; the mapping is the point
     monkeypatch.setenv("ROTATION_LOCK", "blob")
-    monkeypatch.setenv("AzureWebJobsStorage", f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
-                       f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
+    monkeypatch.setenv(
+        "AzureWebJobsStorage",
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+        f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};",
+    )
     get_settings.cache_clear()
     await seed(kv_client, [dict(name="no-store", value="x", tags={"ValidityPeriodDays": "60"})])
     answer = await InProcessApi(SecretValues()).call(
-        rotation.rotate_secret, "POST", "/api/secrets/no-store/rotate", route_params={"name": "no-store"})
+        rotation.rotate_secret, "POST", "/api/secrets/no-store/rotate", route_params={"name": "no-store"}
+    )
     assert answer.status == 503 and answer.error["code"] == "LockUnavailable"
     assert "AzureWebJobsStorage" in answer.error["message"] and "ROTATION_LOCK=off" in answer.error["message"]
     assert len(await versions_of(kv_client, "no-store")) == 1

@@ -5,7 +5,7 @@ POST /api/secrets/{name}/rotate, GET /api/rotation/plan, the keyvault_events Eve
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -20,28 +20,60 @@ TAGS = {"ValidityPeriodDays": "60", "CredentialId": "svc"}
 
 
 def near_expiry(name: str, version: str, *, cloud: bool = False, event_type: str = "SecretNearExpiry") -> Any:
-    data = {"Id": f"https://kv.vault.azure.net/secrets/{name}/{version}", "VaultName": "kv", "ObjectType": "Secret",
-            "ObjectName": name, "Version": version, "NBF": "1559081980", "EXP": 1559082102}
+    data = {
+        "Id": f"https://kv.vault.azure.net/secrets/{name}/{version}",
+        "VaultName": "kv",
+        "ObjectType": "Secret",
+        "ObjectName": name,
+        "Version": version,
+        "NBF": "1559081980",
+        "EXP": 1559082102,
+    }
     full_type = f"Microsoft.KeyVault.{event_type}"
     if cloud:
-        return func.CloudEvent(id="c1", source="/subscriptions/s/vaults/kv", type=full_type, specversion="1.0",
-                               time=datetime.now(timezone.utc), subject=name, datacontenttype="application/json",
-                               dataschema=None, data=data)
-    return func.EventGridEvent(id="e1", data=data, topic="/subscriptions/s/vaults/kv", subject=name,
-                               event_type=full_type, event_time=datetime.now(timezone.utc), data_version="1")
+        return func.CloudEvent(
+            id="c1",
+            source="/subscriptions/s/vaults/kv",
+            type=full_type,
+            specversion="1.0",
+            time=datetime.now(UTC),
+            subject=name,
+            datacontenttype="application/json",
+            dataschema=None,
+            data=data,
+        )
+    return func.EventGridEvent(
+        id="e1",
+        data=data,
+        topic="/subscriptions/s/vaults/kv",
+        subject=name,
+        event_type=full_type,
+        event_time=datetime.now(UTC),
+        data_version="1",
+    )
 
 
 async def call_rotate(api: InProcessApi, name: str, **params: str) -> Any:
-    return await api.call(rotation.rotate_secret, "POST", f"/api/secrets/{name}/rotate", route_params={"name": name},
-                          params=params)
+    return await api.call(
+        rotation.rotate_secret,
+        "POST",
+        f"/api/secrets/{name}/rotate",
+        route_params={"name": name},
+        params=params,
+    )
 
 
 async def test_on_demand_rotation_dry_run_min_interval_and_errors(
-        kv_client: Any, api: InProcessApi, secret_values: Any, vault_control: Any) -> None:
-    now = datetime.now(timezone.utc)
-    await seed(kv_client, [dict(name="api-key", value=secret_values.new(), tags=TAGS,
-                                expires_on=now + timedelta(days=55)),
-                           dict(name="plain", value=secret_values.new(), tags={"Owner": "x"})])
+    kv_client: Any, api: InProcessApi, secret_values: Any, vault_control: Any
+) -> None:
+    now = datetime.now(UTC)
+    await seed(
+        kv_client,
+        [
+            dict(name="api-key", value=secret_values.new(), tags=TAGS, expires_on=now + timedelta(days=55)),
+            dict(name="plain", value=secret_values.new(), tags={"Owner": "x"}),
+        ],
+    )
     dry = await call_rotate(api, "api-key", dryRun="true")
     assert dry.status == 200 and dry.json["outcome"] == "WouldRotate" and dry.json["dryRun"] is True
     assert vault_control.stats()["operations"].get("SetSecret", 0) == 2  # only the seeding
@@ -63,37 +95,57 @@ async def test_on_demand_rotation_dry_run_min_interval_and_errors(
 
 
 async def test_plan_shows_a_status_per_managed_secret_and_changes_nothing(
-        kv_client: Any, api: InProcessApi, vault_control: Any) -> None:
-    now = datetime.now(timezone.utc)
-    await seed(kv_client, [
-        dict(name="p-due", value="x", tags=TAGS, expires_on=now + timedelta(days=3)),
-        dict(name="p-ok", value="x", tags=TAGS, expires_on=now + timedelta(days=50)),
-        dict(name="p-expired", value="x", tags=TAGS, expires_on=now - timedelta(days=3)),
-        dict(name="p-error", value="x", tags={"ValidityPeriodDays": "-1"}),
-        dict(name="p-pending", value="x", enabled=False, tags={**TAGS, "RotationState": "pending",
-                                                               "RotationOperationId": "op9"}),
-        dict(name="p-unmanaged", value="x"),
-    ])
+    kv_client: Any, api: InProcessApi, vault_control: Any
+) -> None:
+    now = datetime.now(UTC)
+    await seed(
+        kv_client,
+        [
+            dict(name="p-due", value="x", tags=TAGS, expires_on=now + timedelta(days=3)),
+            dict(name="p-ok", value="x", tags=TAGS, expires_on=now + timedelta(days=50)),
+            dict(name="p-expired", value="x", tags=TAGS, expires_on=now - timedelta(days=3)),
+            dict(name="p-error", value="x", tags={"ValidityPeriodDays": "-1"}),
+            dict(
+                name="p-pending",
+                value="x",
+                enabled=False,
+                tags={**TAGS, "RotationState": "pending", "RotationOperationId": "op9"},
+            ),
+            dict(name="p-unmanaged", value="x"),
+        ],
+    )
     before = vault_control.stats()["operations"]
     plan = await api.call(rotation.rotation_plan, "GET", "/api/rotation/plan")
     after = vault_control.stats()["operations"]
     assert plan.status == 200
-    assert {op: n for op, n in after.items() if op in ("SetSecret", "UpdateSecret", "DeleteSecret")} == \
-        {op: n for op, n in before.items() if op in ("SetSecret", "UpdateSecret", "DeleteSecret")}
+    assert {op: n for op, n in after.items() if op in ("SetSecret", "UpdateSecret", "DeleteSecret")} == {
+        op: n for op, n in before.items() if op in ("SetSecret", "UpdateSecret", "DeleteSecret")
+    }
     statuses = {s["name"]: (s["status"], s.get("action")) for s in plan.json["rotation"]["secrets"]}
-    assert statuses == {"p-due": ("Due", "WouldRotate"), "p-ok": ("UpToDate", "NotDue"),
-                        "p-expired": ("Expired", "WouldRotate"), "p-error": ("Error", "Failed"),
-                        "p-pending": ("PendingRecovery", "WouldResume")}
-    assert "must be between" in next(s["reason"] for s in plan.json["rotation"]["secrets"] if s["name"] == "p-error")
+    assert statuses == {
+        "p-due": ("Due", "WouldRotate"),
+        "p-ok": ("UpToDate", "NotDue"),
+        "p-expired": ("Expired", "WouldRotate"),
+        "p-error": ("Error", "Failed"),
+        "p-pending": ("PendingRecovery", "WouldResume"),
+    }
+    assert "must be between" in next(
+        s["reason"] for s in plan.json["rotation"]["secrets"] if s["name"] == "p-error"
+    )
     assert plan.json["rotation"]["dryRun"] and plan.json["cleanup"]["dryRun"]
 
 
 @pytest.mark.parametrize("cloud", [False, True], ids=["eventgrid-schema", "cloudevents-schema"])
 async def test_near_expiry_event_rotates_only_the_current_due_version(
-        kv_client: Any, cloud: bool, vault_control: Any) -> None:
-    now = datetime.now(timezone.utc)
-    [due] = await seed(kv_client, [dict(name="ev", value="x", tags=TAGS, expires_on=now + timedelta(days=20))])
-    [fresh] = await seed(kv_client, [dict(name="ev-fresh", value="x", tags=TAGS, expires_on=now + timedelta(days=59))])
+    kv_client: Any, cloud: bool, vault_control: Any
+) -> None:
+    now = datetime.now(UTC)
+    [due] = await seed(
+        kv_client, [dict(name="ev", value="x", tags=TAGS, expires_on=now + timedelta(days=20))]
+    )
+    [fresh] = await seed(
+        kv_client, [dict(name="ev-fresh", value="x", tags=TAGS, expires_on=now + timedelta(days=59))]
+    )
     old = due.properties.version
     await events.keyvault_events(near_expiry("ev", "0" * 32, cloud=cloud))  # stale: not the current version
     await events.keyvault_events(near_expiry("ev-fresh", fresh.properties.version, cloud=cloud))  # not due
@@ -101,7 +153,9 @@ async def test_near_expiry_event_rotates_only_the_current_due_version(
     await events.keyvault_events(near_expiry("ev", old, cloud=cloud))  # current and due: rotate
     assert len(await versions_of(kv_client, "ev")) == 2
     await events.keyvault_events(near_expiry("ev", old, cloud=cloud))  # duplicate / out of order: no-op
-    await events.keyvault_events(near_expiry("ev", old, cloud=cloud, event_type="SecretExpired"))  # alert only
+    await events.keyvault_events(
+        near_expiry("ev", old, cloud=cloud, event_type="SecretExpired")
+    )  # alert only
     await events.keyvault_events(near_expiry("unknown-secret", "1" * 32, cloud=cloud))
     assert len(await versions_of(kv_client, "ev")) == 2
     assert vault_control.stats()["operations"].get("SetSecret", 0) == 3
@@ -115,16 +169,21 @@ async def test_expired_event_is_logged_as_an_alert(caplog: pytest.LogCaptureFixt
 
 
 async def test_timer_events_and_twenty_on_demand_requests_at_once_make_one_version(
-        kv_client: Any, api: InProcessApi, vault_control: Any) -> None:
-    now = datetime.now(timezone.utc)
-    [due] = await seed(kv_client, [dict(name="race", value="x", tags=TAGS, expires_on=now + timedelta(days=2))])
+    kv_client: Any, api: InProcessApi, vault_control: Any
+) -> None:
+    now = datetime.now(UTC)
+    [due] = await seed(
+        kv_client, [dict(name="race", value="x", tags=TAGS, expires_on=now + timedelta(days=2))]
+    )
     current = due.properties.version
     from azure.functions.timer import TimerRequest
 
     timer = TimerRequest(past_due=False)
-    jobs = [rotation.scheduled_rotation(timer),
-            events.keyvault_events(near_expiry("race", "3" * 32)),  # stale
-            events.keyvault_events(near_expiry("race", current))]  # fresh
+    jobs = [
+        rotation.scheduled_rotation(timer),
+        events.keyvault_events(near_expiry("race", "3" * 32)),  # stale
+        events.keyvault_events(near_expiry("race", current)),
+    ]  # fresh
     jobs += [call_rotate(api, "race") for _ in range(20)]
     results = await asyncio.gather(*jobs)
     versions = await versions_of(kv_client, "race")
@@ -137,7 +196,8 @@ async def test_timer_events_and_twenty_on_demand_requests_at_once_make_one_versi
 
 
 async def test_plan_maps_a_vault_that_refuses_the_cleanup_listing(
-        kv_client: Any, api: InProcessApi, vault_control: Any) -> None:
+    kv_client: Any, api: InProcessApi, vault_control: Any
+) -> None:
     vault_control.set_faults("GetDeletedSecrets", 403, rate=1.0)
     try:
         plan = await api.call(rotation.rotation_plan, "GET", "/api/rotation/plan")
@@ -148,11 +208,14 @@ async def test_plan_maps_a_vault_that_refuses_the_cleanup_listing(
 
 
 async def test_an_event_is_redelivered_only_for_a_transient_vault_failure(
-        kv_client: Any, vault_control: Any, caplog: pytest.LogCaptureFixture) -> None:
+    kv_client: Any, vault_control: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     from shared.errors import VaultThrottled
 
-    now = datetime.now(timezone.utc)
-    [due] = await seed(kv_client, [dict(name="ev-fail", value="x", tags=TAGS, expires_on=now + timedelta(days=2))])
+    now = datetime.now(UTC)
+    [due] = await seed(
+        kv_client, [dict(name="ev-fail", value="x", tags=TAGS, expires_on=now + timedelta(days=2))]
+    )
     event = near_expiry("ev-fail", due.properties.version)
     vault_control.set_faults("SetSecret", 403, rate=1.0)  # a missing role: redelivery cannot help
     try:
@@ -160,7 +223,9 @@ async def test_an_event_is_redelivered_only_for_a_transient_vault_failure(
     finally:
         vault_control.clear_faults()
     assert "not rotated: VaultAccessDenied" in caplog.text
-    vault_control.set_faults("GetSecretVersions", 429, rate=1.0, retry_after=0.01)  # throttled: Event Grid retries
+    vault_control.set_faults(
+        "GetSecretVersions", 429, rate=1.0, retry_after=0.01
+    )  # throttled: Event Grid retries
     try:
         with pytest.raises(VaultThrottled):
             await events.keyvault_events(event)
@@ -170,7 +235,8 @@ async def test_an_event_is_redelivered_only_for_a_transient_vault_failure(
 
 
 async def test_on_demand_rotation_outside_the_name_prefix_is_refused_before_any_vault_call(
-        api: InProcessApi, vault_control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    api: InProcessApi, vault_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shared.settings import get_settings
 
     monkeypatch.setenv("SECRETS_NAME_PREFIX", "app-")
@@ -184,7 +250,8 @@ async def test_on_demand_rotation_outside_the_name_prefix_is_refused_before_any_
 
 
 async def test_a_timer_run_without_a_setting_logs_which_one_to_fix(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """The local host logs a failed run's exception type only, so the app itself must say what to fix."""
     from azure.functions.timer import TimerRequest
 
@@ -201,7 +268,8 @@ async def test_a_timer_run_without_a_setting_logs_which_one_to_fix(
 
 
 async def test_an_event_naming_no_valid_secret_is_ignored_without_a_vault_call(
-        kv_client: Any, vault_control: Any, caplog: pytest.LogCaptureFixture) -> None:
+    kv_client: Any, vault_control: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     before = vault_control.stats()["total"]
     for bad_name in ("a/b", "under_score", "x" * 128):
         event = near_expiry("placeholder", "4" * 32)
@@ -212,17 +280,22 @@ async def test_an_event_naming_no_valid_secret_is_ignored_without_a_vault_call(
 
 
 async def test_plan_stops_within_its_own_budget_and_says_the_listing_is_incomplete(
-        kv_client: Any, api: InProcessApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    kv_client: Any, api: InProcessApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shared.settings import get_settings
 
-    now = datetime.now(timezone.utc)
-    await seed(kv_client, [dict(name=f"pb{i}", value="x", tags=TAGS, expires_on=now + timedelta(days=3))
-                           for i in range(30)])
+    now = datetime.now(UTC)
+    await seed(
+        kv_client,
+        [dict(name=f"pb{i}", value="x", tags=TAGS, expires_on=now + timedelta(days=3)) for i in range(30)],
+    )
     monkeypatch.setenv("ROTATION_PLAN_BUDGET_SECONDS", "0")  # the HTTP answer must not wait for a whole vault
     get_settings.cache_clear()
     plan = await api.call(rotation.rotation_plan, "GET", "/api/rotation/plan")
     assert plan.status == 200
-    assert plan.json["rotation"]["listingComplete"] is False and plan.json["cleanup"]["listingComplete"] is False
+    assert (
+        plan.json["rotation"]["listingComplete"] is False and plan.json["cleanup"]["listingComplete"] is False
+    )
     assert plan.json["rotation"]["listed"] < 30  # stopped after the first page of 25
     monkeypatch.setenv("ROTATION_PLAN_BUDGET_SECONDS", "111")
     get_settings.cache_clear()

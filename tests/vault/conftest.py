@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -28,8 +29,16 @@ class RawVault:
         response.raise_for_status()
         return response.json()["access_token"]
 
-    def call(self, method: str, path: str, *, api_version: str | None = "2026-04-01", token: str | None = "auto",
-             json: Any = None, params: dict[str, str] | None = None) -> requests.Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        api_version: str | None = "2026-04-01",
+        token: str | None = "auto",
+        json: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> requests.Response:
         if token == "auto":
             self._token = self._token or self.token()
             token = self._token
@@ -38,8 +47,9 @@ class RawVault:
         if api_version is not None:
             query["api-version"] = api_version
         url = path if path.startswith("https://") else self.vault.vault_url + path
-        return self.session.request(method, url, params=query, json=json, headers=headers, timeout=10,
-                                    verify=self.vault.ca_bundle)
+        return self.session.request(
+            method, url, params=query, json=json, headers=headers, timeout=10, verify=self.vault.ca_bundle
+        )
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -24,8 +24,9 @@ IDENTITIES = [
 
 @pytest.fixture(scope="module")
 def rbac_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedVault]:
-    config = VaultConfig(state_dir=tmp_path_factory.mktemp("rbac"), port=0, identity_port=0, memory=True,
-                         identities=IDENTITIES)
+    config = VaultConfig(
+        state_dir=tmp_path_factory.mktemp("rbac"), port=0, identity_port=0, memory=True, identities=IDENTITIES
+    )
     running = start_vault_in_thread(config)
     yield running
     running.stop()
@@ -115,20 +116,31 @@ async def test_user_assigned_by_resource_id_aio(rbac_env) -> None:
 
 
 def test_token_from_another_vault_is_refused(vault, rbac_vault, vault_control) -> None:
-    other = requests.get(rbac_vault.identity_endpoint, timeout=10,
-                         params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"},
-                         headers={"X-IDENTITY-HEADER": rbac_vault.identity_header}).json()["access_token"]
-    response = requests.get(f"{vault.vault_url}/secrets", params={"api-version": "7.6"}, timeout=10,
-                            headers={"Authorization": f"Bearer {other}"}, verify=vault.ca_bundle)
+    other = requests.get(
+        rbac_vault.identity_endpoint,
+        timeout=10,
+        params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"},
+        headers={"X-IDENTITY-HEADER": rbac_vault.identity_header},
+    ).json()["access_token"]
+    response = requests.get(
+        f"{vault.vault_url}/secrets",
+        params={"api-version": "7.6"},
+        timeout=10,
+        headers={"Authorization": f"Bearer {other}"},
+        verify=vault.ca_bundle,
+    )
     assert response.status_code == 401
     assert response.json()["error"]["message"].startswith("AKV10046")
     assert "WWW-Authenticate" in response.headers
 
 
 def test_identity_endpoint_response(vault) -> None:
-    response = requests.get(vault.identity_endpoint, timeout=10,
-                            params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"},
-                            headers={"X-IDENTITY-HEADER": vault.identity_header, "Metadata": "true"})
+    response = requests.get(
+        vault.identity_endpoint,
+        timeout=10,
+        params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"},
+        headers={"X-IDENTITY-HEADER": vault.identity_header, "Metadata": "true"},
+    )
     body = response.json()
     assert response.status_code == 200
     assert set(body) == {"access_token", "expires_on", "resource", "token_type", "client_id"}
@@ -139,8 +151,12 @@ def test_identity_endpoint_response(vault) -> None:
 @pytest.mark.parametrize("header", [None, "wrong"])
 def test_identity_endpoint_refuses_wrong_header(vault, header) -> None:
     headers = {"X-IDENTITY-HEADER": header} if header else {}
-    response = requests.get(vault.identity_endpoint, timeout=10, headers=headers,
-                            params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"})
+    response = requests.get(
+        vault.identity_endpoint,
+        timeout=10,
+        headers=headers,
+        params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"},
+    )
     assert response.status_code == 401
     assert "IDENTITY_HEADER" in response.json()["message"]
 
@@ -154,9 +170,16 @@ def test_credential_with_wrong_header_fails(vault, vault_env, monkeypatch) -> No
 
 
 def test_unknown_user_assigned_identity(vault) -> None:
-    response = requests.get(vault.identity_endpoint, timeout=10, headers={"X-IDENTITY-HEADER": vault.identity_header},
-                            params={"api-version": "2019-08-01", "resource": "https://vault.azure.net",
-                                    "client_id": "00000000-0000-0000-0000-000000000001"})
+    response = requests.get(
+        vault.identity_endpoint,
+        timeout=10,
+        headers={"X-IDENTITY-HEADER": vault.identity_header},
+        params={
+            "api-version": "2019-08-01",
+            "resource": "https://vault.azure.net",
+            "client_id": "00000000-0000-0000-0000-000000000001",
+        },
+    )
     assert response.status_code == 400
     assert response.json()["message"].startswith("Unable to load the proper Managed Identity.")
 
@@ -192,6 +215,8 @@ def test_certificate_names_every_loopback(vault) -> None:
     server = x509.load_pem_x509_certificate((Path(vault.ca_bundle).parent / "server.pem").read_bytes())
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert set(sans.get_values_for_type(x509.IPAddress)) == {ipaddress.ip_address("127.0.0.1"),
-                                                             ipaddress.ip_address("::1")}
+    assert set(sans.get_values_for_type(x509.IPAddress)) == {
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
+    }
     assert vault.vault_url.startswith("https://localhost:")

@@ -14,16 +14,34 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-KEYS = {"KEY_VAULT_URL", "KEY_VAULT_CA_BUNDLE", "IDENTITY_ENDPOINT", "IDENTITY_HEADER",
-        "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE"}
+KEYS = {
+    "KEY_VAULT_URL",
+    "KEY_VAULT_CA_BUNDLE",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
+}
 
 
 def _start(state_dir: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "localdev.vault", "--port", "0", "--identity-port", "0",
-         "--state-dir", str(state_dir), *extra],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "localdev.vault",
+            "--port",
+            "0",
+            "--identity-port",
+            "0",
+            "--state-dir",
+            str(state_dir),
+            *extra,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -44,11 +62,16 @@ def test_cli_starts_writes_env_and_stops(tmp_path, stop_signal) -> None:
         assert set(env) == KEYS
         assert env["KEY_VAULT_URL"].startswith("https://localhost:")
         assert env["KEY_VAULT_VERIFY_CHALLENGE_RESOURCE"] == "false"
-        health = requests.get(env["KEY_VAULT_URL"] + "/_emulator/health", verify=env["KEY_VAULT_CA_BUNDLE"],
-                              timeout=5)
+        health = requests.get(
+            env["KEY_VAULT_URL"] + "/_emulator/health", verify=env["KEY_VAULT_CA_BUNDLE"], timeout=5
+        )
         assert health.json()["status"] == "ok"
-        token = requests.get(env["IDENTITY_ENDPOINT"], headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
-                             params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"}, timeout=5)
+        token = requests.get(
+            env["IDENTITY_ENDPOINT"],
+            headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
+            params={"api-version": "2019-08-01", "resource": "https://vault.azure.net"},
+            timeout=5,
+        )
         assert token.status_code == 200
         process.send_signal(stop_signal)
         output, _ = process.communicate(timeout=15)
@@ -69,9 +92,23 @@ def test_cli_reports_a_taken_port(tmp_path) -> None:
         env = _wait_env(tmp_path / "a", first)
         port = env["KEY_VAULT_URL"].rsplit(":", 1)[1]
         second = subprocess.run(
-            [sys.executable, "-m", "localdev.vault", "--port", port, "--identity-port", "0",
-             "--state-dir", str(tmp_path / "b"), "--memory"],
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=20,
+            [
+                sys.executable,
+                "-m",
+                "localdev.vault",
+                "--port",
+                port,
+                "--identity-port",
+                "0",
+                "--state-dir",
+                str(tmp_path / "b"),
+                "--memory",
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         assert second.returncode == 2
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "--port" in second.stderr
@@ -82,16 +119,33 @@ def test_cli_reports_a_taken_port(tmp_path) -> None:
 
 def test_identities_file(tmp_path) -> None:
     config = tmp_path / "identities.json"
-    config.write_text(json.dumps({"identities": [
-        {"name": "system", "system_assigned": True, "roles": ["Key Vault Secrets User"]},
-        {"name": "ops", "roles": ["administrator"], "client_id": "11111111-2222-3333-4444-555555555555"},
-    ]}))
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {"name": "system", "system_assigned": True, "roles": ["Key Vault Secrets User"]},
+                    {
+                        "name": "ops",
+                        "roles": ["administrator"],
+                        "client_id": "11111111-2222-3333-4444-555555555555",
+                    },
+                ]
+            }
+        )
+    )
     process = _start(tmp_path / "state", "--memory", "--identities-file", str(config))
     try:
         env = _wait_env(tmp_path / "state", process)
-        token = requests.get(env["IDENTITY_ENDPOINT"], headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
-                             params={"api-version": "2019-08-01", "resource": "https://vault.azure.net",
-                                     "client_id": "11111111-2222-3333-4444-555555555555"}, timeout=5)
+        token = requests.get(
+            env["IDENTITY_ENDPOINT"],
+            headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
+            params={
+                "api-version": "2019-08-01",
+                "resource": "https://vault.azure.net",
+                "client_id": "11111111-2222-3333-4444-555555555555",
+            },
+            timeout=5,
+        )
         assert token.json()["client_id"] == "11111111-2222-3333-4444-555555555555"
     finally:
         process.send_signal(signal.SIGTERM)

@@ -29,8 +29,9 @@ def test_missing_token_gets_challenge_and_body(raw) -> None:
     response = raw.call("GET", "/secrets", token=None)
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == CHALLENGE
-    assert response.json() == {"error": {"code": "Unauthorized",
-                                         "message": "AKV10000: Request is missing a Bearer or PoP token."}}
+    assert response.json() == {
+        "error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}
+    }
 
 
 def test_challenge_names_a_guid_tenant(raw) -> None:
@@ -46,7 +47,9 @@ async def test_secret_not_found(kv) -> None:
     with pytest.raises(ResourceNotFoundError) as info:
         await kv.call("get_secret", "nope")
     assert info.value.error.code == "SecretNotFound"
-    assert info.value.error.message.startswith("A secret with (name/id) nope was not found in this key vault.")
+    assert info.value.error.message.startswith(
+        "A secret with (name/id) nope was not found in this key vault."
+    )
     await kv.call("set_secret", "there", "v")
     with pytest.raises(ResourceNotFoundError) as info:
         await kv.call("get_secret", "there", "0" * 32)
@@ -98,7 +101,10 @@ def test_set_while_being_recovered(sync_client, vault_control) -> None:
     with pytest.raises(ResourceExistsError) as info:
         sync_client.set_secret("busy", "v2")
     assert _inner(info.value) == "ObjectIsBeingRecovered"
-    assert info.value.error.message == "Secret busy is currently being recovered and cannot be re-created; retry later."
+    assert (
+        info.value.error.message
+        == "Secret busy is currently being recovered and cannot be re-created; retry later."
+    )
 
 
 async def test_set_while_being_recovered_aio(aio_client, vault_control) -> None:
@@ -161,8 +167,14 @@ async def test_name_of_127_characters_is_fine(kv) -> None:
 def test_unsupported_api_version(raw) -> None:
     response = raw.call("GET", "/secrets", api_version="7.9")
     assert response.status_code == 400
-    assert response.json() == {"error": {"code": "BadParameter", "message": (
-        "The specified version (7.9) is not recognized. Consider using the latest supported version (2026-04-01).")}}
+    assert response.json() == {
+        "error": {
+            "code": "BadParameter",
+            "message": (
+                "The specified version (7.9) is not recognized. Consider using the latest supported version (2026-04-01)."
+            ),
+        }
+    }
 
 
 async def test_value_and_metadata_limits(kv) -> None:
@@ -182,7 +194,9 @@ async def test_value_and_metadata_limits(kv) -> None:
             await kv.call("set_secret", "limits", value, **case)
         assert info.value.status_code == 400 and info.value.error.code == "BadParameter"
         assert value not in str(info.value)  # a refused value is never echoed
-    await kv.call("set_secret", "limits", "v", tags={f"t{i}": "v" * 256 for i in range(15)}, content_type="c" * 255)
+    await kv.call(
+        "set_secret", "limits", "v", tags={f"t{i}": "v" * 256 for i in range(15)}, content_type="c" * 255
+    )
 
 
 async def test_maxresults_above_25(kv) -> None:
@@ -192,10 +206,14 @@ async def test_maxresults_above_25(kv) -> None:
 
 
 def test_bad_json_and_bad_maxresults(raw) -> None:
-    response = raw.session.put(raw.vault.vault_url + "/secrets/bad", params={"api-version": "7.6"},
-                               data=b"{not json", headers={"Authorization": f"Bearer {raw.token()}",
-                                                            "Content-Type": "application/json"},
-                               verify=raw.vault.ca_bundle, timeout=10)
+    response = raw.session.put(
+        raw.vault.vault_url + "/secrets/bad",
+        params={"api-version": "7.6"},
+        data=b"{not json",
+        headers={"Authorization": f"Bearer {raw.token()}", "Content-Type": "application/json"},
+        verify=raw.vault.ca_bundle,
+        timeout=10,
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "BadParameter"
     for bad in ("0", "abc"):
         assert raw.call("GET", "/secrets", params={"maxresults": bad}).status_code == 400
@@ -207,8 +225,14 @@ def test_throttled_body(raw, vault_control) -> None:
     response = raw.call("GET", "/secrets")
     assert response.status_code == 429
     assert "Retry-After" not in response.headers
-    assert response.json() == {"error": {"code": "Throttled", "message": (
-        "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached")}}
+    assert response.json() == {
+        "error": {
+            "code": "Throttled",
+            "message": (
+                "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached"
+            ),
+        }
+    }
 
 
 async def test_throttled_through_the_sdk(kv, vault_control) -> None:
@@ -254,8 +278,12 @@ def test_foreign_token_gets_401(vault, vault_control, vault_env) -> None:
         "abc.def.ghi": "Error validating token",
     }
     for token, message in cases.items():
-        client = SecretClient(vault.vault_url, FixedToken(token), connection_verify=vault.ca_bundle,
-                              verify_challenge_resource=False)
+        client = SecretClient(
+            vault.vault_url,
+            FixedToken(token),
+            connection_verify=vault.ca_bundle,
+            verify_challenge_resource=False,
+        )
         with client, pytest.raises(ClientAuthenticationError) as info:
             client.get_secret("anything")
         assert info.value.status_code == 401
@@ -278,8 +306,9 @@ async def test_foreign_token_gets_401_aio(vault, vault_control, vault_env) -> No
         async def close(self) -> None:
             pass
 
-    async with SecretClient(vault.vault_url, FixedToken(), connection_verify=vault.ca_bundle,
-                            verify_challenge_resource=False) as client:
+    async with SecretClient(
+        vault.vault_url, FixedToken(), connection_verify=vault.ca_bundle, verify_challenge_resource=False
+    ) as client:
         with pytest.raises(ClientAuthenticationError) as info:
             await client.get_secret("anything")
     assert info.value.error.message.startswith(

@@ -48,14 +48,22 @@ async def _serve(webhook: Webhook) -> tuple[web.AppRunner, str]:
 async def test_new_version_near_expiry_and_expired(tmp_path, monkeypatch) -> None:
     webhook = Webhook()
     runner, url = await _serve(webhook)
-    vault = start_vault_in_thread(VaultConfig(state_dir=tmp_path, port=0, identity_port=0, memory=True,
-                                              events_url=url, events_check_interval=3600))
+    vault = start_vault_in_thread(
+        VaultConfig(
+            state_dir=tmp_path,
+            port=0,
+            identity_port=0,
+            memory=True,
+            events_url=url,
+            events_check_interval=3600,
+        )
+    )
     control = ControlClient(vault.vault_url, vault.ca_bundle)
     for key, value in vault.env().items():
         monkeypatch.setenv(key, value)
     client = make_aio_client(vault)
     try:
-        expires = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(days=40)
+        expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=40)
         secret = await client.set_secret("rotating", "v", expires_on=expires)
         [created] = await webhook.next_events(1)
         headers = webhook.deliveries[0][0]
@@ -64,8 +72,13 @@ async def test_new_version_near_expiry_and_expired(tmp_path, monkeypatch) -> Non
         assert created["subject"] == "rotating"
         assert created["topic"].endswith("/providers/Microsoft.KeyVault/vaults/localvault")
         assert created["data"] == {
-            "Id": secret.id, "VaultName": "localvault", "ObjectType": "Secret", "ObjectName": "rotating",
-            "Version": secret.properties.version, "NBF": None, "EXP": float(expires.timestamp()),
+            "Id": secret.id,
+            "VaultName": "localvault",
+            "ObjectType": "Secret",
+            "ObjectName": "rotating",
+            "Version": secret.properties.version,
+            "NBF": None,
+            "EXP": float(expires.timestamp()),
         }
         assert created["dataVersion"] == "1" and created["metadataVersion"] == "1"
 
@@ -88,8 +101,17 @@ async def test_new_version_near_expiry_and_expired(tmp_path, monkeypatch) -> Non
 
 async def test_unreachable_webhook_never_blocks_the_vault(tmp_path, monkeypatch, unused_tcp_port) -> None:
     url = f"http://127.0.0.1:{unused_tcp_port}/runtime/webhooks/eventgrid?functionName=keyvault_events"
-    vault = start_vault_in_thread(VaultConfig(state_dir=tmp_path, port=0, identity_port=0, memory=True,
-                                              events_url=url, events_attempts=2, events_retry_delay=0.01))
+    vault = start_vault_in_thread(
+        VaultConfig(
+            state_dir=tmp_path,
+            port=0,
+            identity_port=0,
+            memory=True,
+            events_url=url,
+            events_attempts=2,
+            events_retry_delay=0.01,
+        )
+    )
     for key, value in vault.env().items():
         monkeypatch.setenv(key, value)
     client = make_aio_client(vault)
@@ -108,15 +130,21 @@ async def test_unreachable_webhook_never_blocks_the_vault(tmp_path, monkeypatch,
         await asyncio.to_thread(vault.stop)
 
 
-async def test_a_webhook_that_refuses_the_key_gets_advice_about_the_key(tmp_path, monkeypatch, caplog) -> None:
+async def test_a_webhook_that_refuses_the_key_gets_advice_about_the_key(
+    tmp_path, monkeypatch, caplog
+) -> None:
     """A host with auth on answers 401 to an events URL without `code=`: the log must say so, not 'is it running?'."""
+
     class RefusingWebhook(Webhook):
         async def handle(self, request: web.Request) -> web.Response:
             return web.Response(status=401)
 
     runner, url = await _serve(RefusingWebhook())
-    vault = start_vault_in_thread(VaultConfig(state_dir=tmp_path, port=0, identity_port=0, memory=True,
-                                              events_url=url, events_attempts=1))
+    vault = start_vault_in_thread(
+        VaultConfig(
+            state_dir=tmp_path, port=0, identity_port=0, memory=True, events_url=url, events_attempts=1
+        )
+    )
     for key, value in vault.env().items():
         monkeypatch.setenv(key, value)
     client = make_aio_client(vault)

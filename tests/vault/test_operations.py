@@ -18,8 +18,9 @@ def _value() -> str:
 
 def test_sync_every_operation(sync_client, vault, vault_control) -> None:
     first, second = _value(), _value()
-    created = sync_client.set_secret("db-password", first, content_type="text/plain", tags={"owner": "t"},
-                                     expires_on=None)
+    created = sync_client.set_secret(
+        "db-password", first, content_type="text/plain", tags={"owner": "t"}, expires_on=None
+    )
     assert created.value == first
     assert HEX32.match(created.properties.version)
     assert created.id == f"{vault.vault_url}/secrets/db-password/{created.properties.version}"
@@ -28,7 +29,9 @@ def test_sync_every_operation(sync_client, vault, vault_control) -> None:
     newer = sync_client.set_secret("db-password", second)
 
     assert sync_client.get_secret("db-password").value == second
-    assert sync_client.get_secret("DB-PASSWORD", created.properties.version).value == first  # names ignore case
+    assert (
+        sync_client.get_secret("DB-PASSWORD", created.properties.version).value == first
+    )  # names ignore case
 
     listed = list(sync_client.list_properties_of_secrets())
     assert [p.name for p in listed] == ["db-password"]
@@ -36,8 +39,9 @@ def test_sync_every_operation(sync_client, vault, vault_control) -> None:
     versions = list(sync_client.list_properties_of_secret_versions("db-password"))
     assert {v.version for v in versions} == {created.properties.version, newer.properties.version}
 
-    updated = sync_client.update_secret_properties("db-password", created.properties.version,
-                                                   content_type="application/json", tags={"a": "b"})
+    updated = sync_client.update_secret_properties(
+        "db-password", created.properties.version, content_type="application/json", tags={"a": "b"}
+    )
     assert updated.content_type == "application/json" and updated.tags == {"a": "b"}
     assert updated.version == created.properties.version
     latest = sync_client.update_secret_properties("db-password", enabled=True, tags={"x": "y"})
@@ -66,9 +70,20 @@ def test_sync_every_operation(sync_client, vault, vault_control) -> None:
     assert sync_client.get_secret("db-password", created.properties.version).value == first
 
     ops = vault_control.stats()["operations"]
-    for op in ("SetSecret", "GetSecret", "GetSecrets", "GetSecretVersions", "UpdateSecret", "DeleteSecret",
-               "GetDeletedSecret", "GetDeletedSecrets", "PurgeDeletedSecret", "RecoverDeletedSecret",
-               "BackupSecret", "RestoreSecret"):
+    for op in (
+        "SetSecret",
+        "GetSecret",
+        "GetSecrets",
+        "GetSecretVersions",
+        "UpdateSecret",
+        "DeleteSecret",
+        "GetDeletedSecret",
+        "GetDeletedSecrets",
+        "PurgeDeletedSecret",
+        "RecoverDeletedSecret",
+        "BackupSecret",
+        "RestoreSecret",
+    ):
         assert ops.get(op, 0) >= 1, op
 
 
@@ -160,6 +175,7 @@ def test_next_link_is_absolute_with_opaque_skiptoken(raw, vault) -> None:
 
 def test_listing_shows_every_change(raw, vault_control) -> None:
     """List items are cached between sweeps: each kind of change must still show in the next listing."""
+
     def listed() -> dict:
         return raw.call("GET", "/secrets").json()["value"][0]
 
@@ -180,9 +196,25 @@ def test_listing_shows_every_change(raw, vault_control) -> None:
     assert "tags" not in listed() and listed()["attributes"]["recoverableDays"] == 90
 
 
-@pytest.mark.parametrize("api_version", ["2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6",
-                                         "2025-07-01", "2026-04-01", "7.6-preview.2", "2025-06-01-preview",
-                                         "2026-01-01-preview", "2026-03-01-preview"])
+@pytest.mark.parametrize(
+    "api_version",
+    [
+        "2016-10-01",
+        "7.0",
+        "7.1",
+        "7.2",
+        "7.3",
+        "7.4",
+        "7.5",
+        "7.6",
+        "2025-07-01",
+        "2026-04-01",
+        "7.6-preview.2",
+        "2025-06-01-preview",
+        "2026-01-01-preview",
+        "2026-03-01-preview",
+    ],
+)
 def test_every_sdk_api_version_is_accepted(raw, api_version) -> None:
     assert raw.call("GET", "/secrets", api_version=api_version).status_code == 200
 
@@ -205,8 +237,8 @@ def test_identifier_parses(sync_client) -> None:
 def test_nbf_and_exp_are_informational(sync_client) -> None:
     import datetime as dt
 
-    past = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
-    future = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+    past = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    future = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
     sync_client.set_secret("expired", "v", expires_on=past)
     sync_client.set_secret("not-yet", "v", not_before=future)
     assert sync_client.get_secret("expired").properties.expires_on == past

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 import os
 import signal
 import sqlite3
@@ -11,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -89,8 +89,22 @@ async def test_concurrent_writes_all_land(tmp_path, monkeypatch) -> None:
 def test_crash_mid_write_leaves_a_consistent_store(tmp_path, monkeypatch) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "localdev.vault", "--port", "0", "--identity-port", "0", "--state-dir", str(tmp_path)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "localdev.vault",
+            "--port",
+            "0",
+            "--identity-port",
+            "0",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -102,8 +116,15 @@ def test_crash_mid_write_leaves_a_consistent_store(tmp_path, monkeypatch) -> Non
             monkeypatch.setenv(key, value)
         from localdev.vault.server import RunningVault
 
-        target = RunningVault(values["KEY_VAULT_URL"], values["KEY_VAULT_CA_BUNDLE"], values["IDENTITY_ENDPOINT"],
-                              values["IDENTITY_HEADER"], "", tmp_path, None)  # type: ignore[arg-type]
+        target = RunningVault(
+            values["KEY_VAULT_URL"],
+            values["KEY_VAULT_CA_BUNDLE"],
+            values["IDENTITY_ENDPOINT"],
+            values["IDENTITY_HEADER"],
+            "",
+            tmp_path,
+            None,
+        )  # type: ignore[arg-type]
         acknowledged: list[str] = []
         twenty_acknowledged = threading.Event()
 

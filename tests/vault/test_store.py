@@ -19,7 +19,9 @@ from localdev.vault.store import (
     encode_marker,
 )
 
-NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=20)
+NAMES = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=20
+)
 
 
 def _store(persistence=None) -> VaultStore:

@@ -1,4 +1,5 @@
 """Fixture: the Python parameter is not the binding's name (the worker refuses to load it)."""
+
 import azure.functions as func
 
 app = func.FunctionApp()

@@ -1,4 +1,5 @@
 """Fixture: a timer whose schedule names an app setting nobody set."""
+
 import azure.functions as func
 
 app = func.FunctionApp()

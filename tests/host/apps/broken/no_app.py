@@ -1,4 +1,5 @@
 """Fixture: no function app at all."""
+
 import azure.functions as func
 
 bp = func.Blueprint()

@@ -68,7 +68,9 @@ def submit_delete(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="rich", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def rich(req: func.HttpRequest) -> func.HttpResponse:
     response = func.HttpResponse(
-        json.dumps({"ok": True}), status_code=201, mimetype="application/json",
+        json.dumps({"ok": True}),
+        status_code=201,
+        mimetype="application/json",
         headers={"X-Single": "one", "Location": "/api/rich/1"},
     )
     response.headers.add_header("X-Multi", "a")

@@ -33,8 +33,9 @@ async def slow_timer(timer: func.TimerRequest) -> None:
 @app.retry(strategy="fixed_delay", max_retry_count="2", delay_interval="00:00:00")
 def flaky_timer(timer: func.TimerRequest, context: func.Context) -> None:
     """Fails twice, then succeeds: the retry policy must carry it through."""
-    CALLS["flaky"].append((context.retry_context.retry_count, context.retry_context.max_retry_count,
-                           context.invocation_id))
+    CALLS["flaky"].append(
+        (context.retry_context.retry_count, context.retry_context.max_retry_count, context.invocation_id)
+    )
     if context.retry_context.retry_count < 2:
         raise ConnectionError("transient")
 
@@ -55,7 +56,9 @@ def on_event(event) -> None:
     if kind == "CloudEvent":
         CALLS["events"].append((kind, event.id, event.type, event.subject, event.source, event.get_json()))
     else:
-        CALLS["events"].append((kind, event.id, event.event_type, event.subject, event.topic, event.get_json()))
+        CALLS["events"].append(
+            (kind, event.id, event.event_type, event.subject, event.topic, event.get_json())
+        )
 
 
 @app.event_grid_trigger(arg_name="event")
