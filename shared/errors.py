@@ -233,3 +233,35 @@ def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
             f"Key Vault could not be reached for {what}; check KEY_VAULT_URL and the network."
         )
     return VaultUnavailable(f"Unexpected failure talking to Key Vault for {what} ({type(exc).__name__}).")
+
+
+# ------------------------------------------------------------------ rotation targets
+# Every rotator of an external target (a database, an Azure resource, an Entra app) maps its failures to
+# exactly one of these three, so the engine knows whether to retry, stop, or draw a new value.
+
+
+class TargetUnavailable(DomainError):
+    """The target could not be reached or answered 429/5xx/timeout: the same step may succeed later.
+
+    Never taken as "the pending credential is not applied": the engine keeps the pending version and retries."""
+
+    status, code, transient = 503, "TargetUnavailable", True
+
+
+class TargetRefused(DomainError):
+    """The target refused us for a reason repeating cannot fix: no credential logs in, TLS verification
+    failed, a privilege or role is missing. The message names what to grant or fix."""
+
+    status, code = 502, "TargetRefused"
+
+
+class CredentialRejected(DomainError):
+    """The target's password policy refused the drawn value: the engine draws a new one (bounded)."""
+
+    status, code = 502, "CredentialRejected"
+
+
+class CrossInstanceLockRequired(DomainError):
+    """A rotator that changes an external target runs only under the cross-instance lease."""
+
+    status, code = 503, "CrossInstanceLockRequired"

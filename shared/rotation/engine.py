@@ -271,6 +271,45 @@ class RotationEngine:
         secret = await self.calls.call("GetSecret", self.client.get_secret, name, version)
         return secret.value
 
+    async def _read_other(self, other: str) -> str:
+        """Another secret's current value (an AdminSecret): in scope like every name the app touches."""
+        require_name_in_scope(other, self.settings)
+        return await self._read_value(other, None)
+
+    async def _apply_and_test(
+        self,
+        rotator: Any,
+        ctx: RotationContext,
+        pending: PendingCredential,
+        version: str,
+        tags: dict[str, str],
+        latest: VersionInfo | None,
+    ) -> tuple[str, PendingCredential, dict[str, str]]:
+        """Put the pending credential on the target and prove it. A value the target made itself is
+        stored as a further pending version (same operation id) before the test, so a crash cannot lose it."""
+        name = ctx.name
+        produced = await rotator.apply(ctx, pending)
+        if produced is not None:
+            tags = {**tags, **produced.tags}
+            stored = await self.calls.call(
+                "SetSecret",
+                self.client.set_secret,
+                name,
+                produced.value,
+                enabled=False,
+                content_type=latest.content_type if latest else None,
+                tags=tags,
+                not_before=ctx.now,
+                expires_on=ctx.now + ctx.policy.validity,
+                create=True,
+            )
+            version, pending = stored.properties.version, produced
+            await self._step("produced_stored", name)
+        await self._step("applied", name)
+        await rotator.test(ctx, pending)
+        await self._step("tested", name)
+        return version, pending, tags
+
     async def _rotate_now(
         self,
         history: SecretHistory,
@@ -291,6 +330,8 @@ class RotationEngine:
             operation_id,
             now,
             lambda version=None: self._read_value(name, version or latest.version),
+            settings=self.settings,
+            read_secret=self._read_other,
         )
         async with audited("rotate", name, caller=request.caller or request.trigger) as entry:
             entry.details = {
@@ -327,10 +368,8 @@ class RotationEngine:
             version = stored.properties.version
             entry.version = version
             await self._step("pending_stored", name)
-            await rotator.apply(ctx, pending)
-            await self._step("applied", name)
-            await rotator.test(ctx, pending)
-            await self._step("tested", name)
+            version, pending, tags = await self._apply_and_test(rotator, ctx, pending, version, tags, latest)
+            entry.version = version
             result = await self._promote(
                 name,
                 version,
@@ -433,12 +472,14 @@ class RotationEngine:
                     pending_info.operation_id or "",
                     now,
                     lambda v=None: self._read_value(name, v or previous),
+                    settings=self.settings,
+                    read_secret=self._read_other,
                 )
-                pending = PendingCredential(value)
-                await rotator.apply(ctx, pending)
-                await self._step("applied", name)
-                await rotator.test(ctx, pending)
-                await self._step("tested", name)
+                pending = PendingCredential(value, {k: v for k, v in pending_info.tags.items()})
+                version, pending, _tags = await self._apply_and_test(
+                    rotator, ctx, pending, version, dict(pending_info.tags), history.find(previous)
+                )
+                entry.version = version
             result = await self._promote(
                 name,
                 version,

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from shared.rotation.engine import STEPS
-from shared.rotation.rotators import PendingCredential, RandomValueRotator, RotationContext, register_rotator
+from shared.rotation.rotators import PendingCredential, RotationContext, register_rotator
+from shared.rotation.rotators.random_value import RandomValueRotator
 from tests.fixtures.rotation import seed, versions_of
 
 pytestmark = pytest.mark.usefixtures("rotation_env")
