@@ -25,7 +25,7 @@ _log = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_NAME_PREFIX = re.compile(r"^[0-9a-zA-Z-]{0,100}$")
+_NAME_PREFIX = re.compile(r"[0-9a-zA-Z-]{0,100}")
 
 
 class SettingsError(ValueError):
@@ -68,17 +68,19 @@ class Settings:
     rotation_lock_wait_seconds: float = 20.0
     storage_connection_string: str | None = None
     storage_blob_uri: str | None = None
-    # The identity for identity-based AzureWebJobsStorage, as the Functions host reads it (may differ from Key Vault's).
+    # The identity of identity-based AzureWebJobsStorage, as the host reads it (may differ from Key Vault's).
     storage_client_id: str | None = None
 
     @property
     def lock_storage_configured(self) -> bool:
-        """Storage the lease can use: identity-based, or a connection string other than the local emulator's
-        shortcut (which `auto` ignores so `make run` works without Azurite; ROTATION_LOCK=blob uses it)."""
-        if self.storage_blob_uri:
-            return True
-        raw = (self.storage_connection_string or "").strip()
-        return bool(raw) and raw.lower() != "usedevelopmentstorage=true"
+        """Storage the lease can use: identity-based, or any connection string — Azurite's
+        `UseDevelopmentStorage=true` included, so local runs serialize across instances as Azure does."""
+        return bool(self.storage_blob_uri or (self.storage_connection_string or "").strip())
+
+    @property
+    def cross_instance_lock(self) -> bool:
+        """Whether rotations hold the blob lease (ROTATION_LOCK blob, or auto with storage configured)."""
+        return self.rotation_lock == "blob" or (self.rotation_lock == "auto" and self.lock_storage_configured)
 
     @property
     def is_loopback_vault(self) -> bool:
@@ -86,55 +88,276 @@ class Settings:
         return host in {"localhost", "127.0.0.1", "::1"}
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise SettingsError(name, f"expected true or false, got {raw!r}")
+@dataclass(frozen=True)
+class Setting:
+    """One app setting: its name, how it is read, its default and what it means — declared once, here.
+
+    The loader, the README's settings table (a test compares them) and the deployment templates' check
+    all come from `SETTINGS`. `field` is the `Settings` attribute it fills; None for settings only the
+    Functions host reads (schedules, AzureWebJobsStorage's own parts)."""
+
+    name: str
+    field: str | None
+    kind: Literal["text", "bool", "number", "count", "choice"]
+    default: object
+    doc: str
+    required: bool = False
+    minimum: float = 0
+    maximum: float = math.inf
+    choices: tuple[str, ...] = ()
+
+    def read(self, env: Mapping[str, str]) -> object:
+        raw = env.get(self.name)
+        if raw is None or raw.strip() == "":
+            return self.default
+        value = raw.strip()
+        if self.kind == "bool":
+            if value.lower() in _TRUE:
+                return True
+            if value.lower() in _FALSE:
+                return False
+            raise SettingsError(self.name, f"expected true or false, got {raw!r}")
+        if self.kind == "choice":
+            if value.lower() not in self.choices:
+                raise SettingsError(self.name, f"expected {_either(self.choices)}, got {raw!r}")
+            return value.lower()
+        if self.kind in ("number", "count"):
+            return self._number(raw)
+        return value
+
+    def _number(self, raw: str) -> float | int:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(self.name, f"expected a number, got {raw!r}") from None
+        if not math.isfinite(value):  # nan passes every comparison and inf overflows timedelta: refuse both
+            raise SettingsError(self.name, f"expected a finite number, got {raw!r}")
+        if value < self.minimum:
+            raise SettingsError(self.name, f"must be at least {self.minimum:g}, got {raw!r}")
+        if value > self.maximum:
+            raise SettingsError(self.name, f"must be at most {self.maximum:g}, got {raw!r}")
+        if self.kind == "count":
+            if not value.is_integer():  # '2.5' is refused rather than silently truncated
+                raise SettingsError(self.name, f"expected a whole number, got {raw!r}")
+            return int(value)
+        return value
 
 
-def _number(
-    env: Mapping[str, str], name: str, default: float, *, minimum: float = 0, maximum: float = math.inf
-) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(name, f"expected a number, got {raw!r}") from None
-    if not math.isfinite(value):  # nan passes every comparison and inf overflows timedelta: refuse both here
-        raise SettingsError(name, f"expected a finite number, got {raw!r}")
-    if value < minimum:
-        raise SettingsError(name, f"must be at least {minimum:g}, got {raw!r}")
-    if value > maximum:
-        raise SettingsError(name, f"must be at most {maximum:g}, got {raw!r}")
-    return value
+def _either(choices: tuple[str, ...]) -> str:
+    return ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
 
 
-def _count(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    """A whole-number setting: '2.5' is refused rather than silently truncated."""
-    value = _number(env, name, default, minimum=minimum)
-    if not float(value).is_integer():
-        raise SettingsError(name, f"expected a whole number, got {env.get(name)!r}")
-    return int(value)
+_D = Settings  # defaults live on the dataclass; the declarations point at them
 
-
-def _optional(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name)
-    return raw.strip() if raw and raw.strip() else None
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "KEY_VAULT_URL",
+        "vault_url",
+        "text",
+        None,
+        "The vault, `https://<name>.vault.azure.net`. `make run` points it at the local Key Vault.",
+        required=True,
+    ),
+    Setting(
+        "AZURE_CLIENT_ID",
+        "client_id",
+        "text",
+        None,
+        "Client id of a **user-assigned** identity; unset = "
+        "system-assigned. (`ManagedIdentityCredential` ignores this variable by itself; the app passes it.)",
+    ),
+    Setting(
+        "KEY_VAULT_CREDENTIAL",
+        "credential",
+        "choice",
+        _D.credential,
+        "`default` opts into "
+        "`DefaultAzureCredential` (e.g. `az login` on a developer machine). Never chosen silently.",
+        choices=("managed_identity", "default"),
+    ),
+    Setting(
+        "KEY_VAULT_CA_BUNDLE",
+        "ca_bundle",
+        "text",
+        None,
+        "CA file to trust for the vault's TLS (the local Key Vault's `ca.pem`).",
+    ),
+    Setting(
+        "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
+        "verify_challenge_resource",
+        "bool",
+        _D.verify_challenge_resource,
+        "`false` is accepted only for a loopback vault (localhost cannot be a "
+        "subdomain of the challenge resource).",
+    ),
+    Setting(
+        "KEY_VAULT_RETRY_TOTAL",
+        "retry_total",
+        "count",
+        _D.retry_total,
+        "azure-core retries per call "
+        "(429 on every method, 5xx, timeouts, dropped connections): at most this + 1 requests per call.",
+    ),
+    Setting(
+        "KEY_VAULT_TIMEOUT_SECONDS",
+        "request_timeout_seconds",
+        "number",
+        _D.request_timeout_seconds,
+        "Read timeout per vault request (never more than what is left of a sweep's budget); exceeded → 504.",
+        minimum=1,
+    ),
+    Setting(
+        "SECRETS_NAME_PREFIX",
+        "name_prefix",
+        "text",
+        _D.name_prefix,
+        "Names the API, rotation and cleanup may touch (letters, digits, dashes); empty = every name.",
+    ),
+    Setting(
+        "SECRETS_OWNER_TAG",
+        "owner_tag",
+        "text",
+        _D.owner_tag,
+        "Name of the ownership tag the app sets on "
+        "what it writes; required for delete, soft delete by cleanup, and purge.",
+    ),
+    Setting("SECRETS_OWNER_VALUE", "owner_value", "text", _D.owner_value, "Value of the ownership tag."),
+    Setting(
+        "SECRETS_ALLOW_ADOPT",
+        "allow_adopt",
+        "bool",
+        _D.allow_adopt,
+        "Let writes take over existing secrets that lack the ownership tag.",
+    ),
+    Setting(
+        "ROTATION_SCHEDULE",
+        None,
+        "text",
+        None,
+        "NCRONTAB (six fields, seconds first) of "
+        "`scheduled_rotation`; the example sets `0 0 * * * *` (hourly).",
+        required=True,
+    ),
+    Setting(
+        "CLEANUP_SCHEDULE",
+        None,
+        "text",
+        None,
+        "NCRONTAB of `scheduled_cleanup`; the example sets `0 30 3 * * *` (03:30 UTC).",
+        required=True,
+    ),
+    Setting(
+        "ROTATION_MIN_INTERVAL_SECONDS",
+        "rotation_min_interval_seconds",
+        "number",
+        _D.rotation_min_interval_seconds,
+        "An on-demand rotation within this long after a completed one returns that one's result.",
+    ),
+    Setting(
+        "ROTATION_BUDGET_SECONDS",
+        "rotation_budget_seconds",
+        "number",
+        _D.rotation_budget_seconds,
+        "Time budget of a sweep, below `functionTimeout` (10 min); every vault call gets at most what is "
+        "left; the rest is `Deferred` to the next run.",
+        minimum=1,
+    ),
+    Setting(
+        "ROTATION_PLAN_BUDGET_SECONDS",
+        "plan_budget_seconds",
+        "number",
+        _D.plan_budget_seconds,
+        "Budget of each of the plan endpoint's two dry runs (at most 110), so its answer stays inside the "
+        "230 s Azure gives an HTTP response; a cut listing says `listingComplete: false`.",
+        maximum=110,
+    ),
+    Setting(
+        "ROTATION_CONCURRENCY",
+        "rotation_concurrency",
+        "count",
+        _D.rotation_concurrency,
+        "Secrets rotated or cleaned at once.",
+        minimum=1,
+    ),
+    Setting(
+        "ROTATION_LOCK",
+        "rotation_lock",
+        "choice",
+        _D.rotation_lock,
+        "Cross-instance lock: `auto` = a blob "
+        "lease per secret name whenever `AzureWebJobsStorage` is set (Azurite's `UseDevelopmentStorage=true` "
+        "included); `blob` = always; `off` = in-process lock only — **for a single instance only**, and "
+        "rotators of external targets refuse to run with it.",
+        choices=("auto", "blob", "off"),
+    ),
+    Setting(
+        "ROTATION_LOCK_WAIT_SECONDS",
+        "rotation_lock_wait_seconds",
+        "number",
+        _D.rotation_lock_wait_seconds,
+        "Wait for a name another instance holds, then `SecretBusy` (HTTP) or `Deferred` (sweep).",
+    ),
+    Setting(
+        "CLEANUP_KEEP_VERSIONS",
+        "cleanup_keep_versions",
+        "count",
+        _D.cleanup_keep_versions,
+        "The newest N enabled versions always stay enabled.",
+        minimum=1,
+    ),
+    Setting(
+        "CLEANUP_EXPIRED_GRACE_DAYS",
+        "cleanup_expired_grace_days",
+        "number",
+        _D.cleanup_expired_grace_days,
+        "How long after expiry an opted-in, owned secret is soft-deleted.",
+    ),
+    Setting(
+        "CLEANUP_PURGE_GRACE_DAYS",
+        "cleanup_purge_grace_days",
+        "number",
+        _D.cleanup_purge_grace_days,
+        "How long after soft delete an owned secret is purged.",
+    ),
+    Setting(
+        "CLEANUP_ALLOW_PURGE",
+        "cleanup_allow_purge",
+        "bool",
+        _D.cleanup_allow_purge,
+        "Purge only when `true`.",
+    ),
+    Setting(
+        "AzureWebJobsStorage",
+        "storage_connection_string",
+        "text",
+        None,
+        "The host's storage (timer "
+        "bookkeeping) and the rotation leases (container `secret-rotation-locks`). Set by the platform.",
+    ),
+    Setting(
+        "AzureWebJobsStorage__blobServiceUri",
+        "storage_blob_uri",
+        "text",
+        None,
+        "Identity-based storage "
+        "instead of a connection string (with `AzureWebJobsStorage__credential` = `managedidentity`).",
+    ),
+    Setting(
+        "AzureWebJobsStorage__clientId",
+        "storage_client_id",
+        "text",
+        None,
+        "The identity of identity-based storage; unset = `AZURE_CLIENT_ID`, like the Functions host.",
+    ),
+)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
-    vault_url = _optional(env, "KEY_VAULT_URL")
-    if vault_url is None:
+    values = {s.field: s.read(env) for s in SETTINGS if s.field is not None}
+    vault_url = values["vault_url"]
+    if not isinstance(vault_url, str):
         raise SettingsError(
             "KEY_VAULT_URL",
             "is not set. Set it to your vault's URL, e.g. https://my-vault.vault.azure.net/ "
@@ -143,71 +366,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     parsed = urlparse(vault_url)
     if parsed.scheme != "https" or not parsed.hostname:
         raise SettingsError("KEY_VAULT_URL", f"must be an https:// URL, got {vault_url!r}")
-
-    ca_bundle = _optional(env, "KEY_VAULT_CA_BUNDLE")
-    if ca_bundle is not None and not os.path.isfile(ca_bundle):
+    values["vault_url"] = vault_url.rstrip("/")
+    ca_bundle = values["ca_bundle"]
+    if isinstance(ca_bundle, str) and not os.path.isfile(ca_bundle):
         raise SettingsError("KEY_VAULT_CA_BUNDLE", f"file not found: {ca_bundle!r}")
-
-    credential = (_optional(env, "KEY_VAULT_CREDENTIAL") or "managed_identity").lower()
-    if credential not in ("managed_identity", "default"):
-        raise SettingsError(
-            "KEY_VAULT_CREDENTIAL", f"expected managed_identity or default, got {credential!r}"
-        )
-
-    prefix = _optional(env, "SECRETS_NAME_PREFIX") or ""
-    if not _NAME_PREFIX.match(prefix):
+    if not _NAME_PREFIX.fullmatch(str(values["name_prefix"])):
         raise SettingsError("SECRETS_NAME_PREFIX", "may contain only letters, digits and dashes")
-
-    rotation_lock = (_optional(env, "ROTATION_LOCK") or "auto").lower()
-    if rotation_lock not in ("auto", "blob", "off"):
-        raise SettingsError("ROTATION_LOCK", f"expected auto, blob or off, got {rotation_lock!r}")
-
-    settings = Settings(
-        vault_url=vault_url.rstrip("/"),
-        client_id=_optional(env, "AZURE_CLIENT_ID"),
-        ca_bundle=ca_bundle,
-        verify_challenge_resource=_bool(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
-        credential=credential,  # type: ignore[arg-type]
-        name_prefix=prefix,
-        owner_tag=_optional(env, "SECRETS_OWNER_TAG") or Settings.owner_tag,
-        owner_value=_optional(env, "SECRETS_OWNER_VALUE") or Settings.owner_value,
-        allow_adopt=_bool(env, "SECRETS_ALLOW_ADOPT", False),
-        retry_total=_count(env, "KEY_VAULT_RETRY_TOTAL", Settings.retry_total),
-        request_timeout_seconds=_number(
-            env, "KEY_VAULT_TIMEOUT_SECONDS", Settings.request_timeout_seconds, minimum=1
-        ),
-        rotation_min_interval_seconds=_number(
-            env, "ROTATION_MIN_INTERVAL_SECONDS", Settings.rotation_min_interval_seconds
-        ),
-        rotation_budget_seconds=_number(
-            env, "ROTATION_BUDGET_SECONDS", Settings.rotation_budget_seconds, minimum=1
-        ),
-        plan_budget_seconds=_number(
-            env, "ROTATION_PLAN_BUDGET_SECONDS", Settings.plan_budget_seconds, maximum=110
-        ),
-        rotation_concurrency=_count(env, "ROTATION_CONCURRENCY", Settings.rotation_concurrency, minimum=1),
-        cleanup_allow_purge=_bool(env, "CLEANUP_ALLOW_PURGE", False),
-        cleanup_keep_versions=_count(env, "CLEANUP_KEEP_VERSIONS", Settings.cleanup_keep_versions, minimum=1),
-        cleanup_purge_grace_days=_number(env, "CLEANUP_PURGE_GRACE_DAYS", Settings.cleanup_purge_grace_days),
-        cleanup_expired_grace_days=_number(
-            env, "CLEANUP_EXPIRED_GRACE_DAYS", Settings.cleanup_expired_grace_days
-        ),
-        rotation_lock=rotation_lock,  # type: ignore[arg-type]
-        rotation_lock_wait_seconds=_number(
-            env, "ROTATION_LOCK_WAIT_SECONDS", Settings.rotation_lock_wait_seconds
-        ),
-        storage_connection_string=_optional(env, "AzureWebJobsStorage"),
-        storage_blob_uri=_optional(env, "AzureWebJobsStorage__blobServiceUri"),
-        storage_client_id=_optional(env, "AzureWebJobsStorage__clientId")
-        or _optional(env, "AZURE_CLIENT_ID"),
-    )
-    if settings.rotation_lock == "blob" and not (
-        settings.storage_blob_uri or settings.storage_connection_string
-    ):
+    values["storage_client_id"] = values["storage_client_id"] or values["client_id"]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.rotation_lock == "blob" and not settings.lock_storage_configured:
         raise SettingsError(
             "ROTATION_LOCK",
-            "is blob, but neither AzureWebJobsStorage nor AzureWebJobsStorage__blobServiceUri is set; set one "
-            "of them, or ROTATION_LOCK=auto (lease when storage is configured) or off",
+            "is blob, but neither AzureWebJobsStorage nor AzureWebJobsStorage__blobServiceUri is set; set "
+            "one of them, or ROTATION_LOCK=auto (lease when storage is configured) or off (one instance)",
         )
     if not settings.verify_challenge_resource and not settings.is_loopback_vault:
         raise SettingsError(
@@ -228,3 +399,24 @@ def get_settings() -> Settings:
     except SettingsError as exc:
         _log.error("configuration problem: %s", ConfigurationError.of(exc).message)
         raise
+
+
+def readme_default(setting: Setting) -> str:
+    """How the README's settings table shows a default (a test holds the table to the declarations)."""
+    if setting.required:
+        return "required"
+    if setting.default is None:
+        return "unset"
+    if isinstance(setting.default, bool):
+        return f"`{str(setting.default).lower()}`"
+    if isinstance(setting.default, float) and setting.default.is_integer():
+        return f"`{int(setting.default)}`"
+    return f"`{setting.default}`" if setting.default != "" else '`""`'
+
+
+def readme_table() -> str:
+    """The README's settings table, from the declarations (`python -c 'from shared.settings import *;
+    print(readme_table())'` regenerates it)."""
+    lines = ["| Setting | Default | Meaning |", "|---|---|---|"]
+    lines += [f"| `{s.name}` | {readme_default(s)} | {s.doc} |" for s in SETTINGS]
+    return "\n".join(lines)

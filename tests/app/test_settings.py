@@ -87,3 +87,35 @@ def test_identity_based_storage_uses_its_own_client_id_like_the_functions_host()
     assert load_settings(base).storage_client_id == "kv-identity"  # one user-assigned identity for both
     separate = load_settings({**base, "AzureWebJobsStorage__clientId": "storage-identity"})
     assert separate.storage_client_id == "storage-identity" and separate.client_id == "kv-identity"
+
+
+def _readme_settings_rows() -> dict[str, str]:
+    """The README's settings table: setting name → default column."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    table = text.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, str] = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def test_the_readme_settings_table_is_the_declaration() -> None:
+    """Every declared setting has a README row with its default, and the README names no other setting."""
+    from shared.settings import SETTINGS, readme_default
+
+    rows = _readme_settings_rows()
+    assert sorted(rows) == sorted(s.name for s in SETTINGS)
+    for setting in SETTINGS:
+        assert rows[setting.name] == readme_default(setting), setting.name
+
+
+def test_every_settings_field_is_declared_once() -> None:
+    from dataclasses import fields
+
+    from shared.settings import SETTINGS, Settings
+
+    declared = [s.field for s in SETTINGS if s.field is not None]
+    assert len(declared) == len(set(declared))
+    assert sorted(declared) == sorted(f.name for f in fields(Settings))
