@@ -70,6 +70,9 @@ class Settings:
     storage_blob_uri: str | None = None
     # The identity of identity-based AzureWebJobsStorage, as the host reads it (may differ from Key Vault's).
     storage_client_id: str | None = None
+    # Where the rotators of Azure keys and Entra app secrets reach Resource Manager and Microsoft Graph.
+    resource_manager_url: str = "https://management.azure.com"
+    graph_url: str = "https://graph.microsoft.com"
 
     @property
     def lock_storage_configured(self) -> bool:
@@ -348,6 +351,21 @@ SETTINGS: tuple[Setting, ...] = (
         "text",
         None,
         "The identity of identity-based storage; unset = `AZURE_CLIENT_ID`, like the Functions host.",
+    ),
+    Setting(
+        "AZURE_RESOURCE_MANAGER_URL",
+        "resource_manager_url",
+        "text",
+        _D.resource_manager_url,
+        "Azure Resource Manager for the key rotators (storage, Cosmos DB, Service Bus, Event Hubs, Redis); "
+        "the local control plane's URL in local runs.",
+    ),
+    Setting(
+        "MICROSOFT_GRAPH_URL",
+        "graph_url",
+        "text",
+        _D.graph_url,
+        "Microsoft Graph for the Entra app secret rotator; the local control plane's URL in local runs.",
     ),
 )
 
