@@ -191,13 +191,13 @@ async def main() -> int:
     parser.add_argument("--due", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--latency", type=float, default=0.02)
     args = parser.parse_args()
-    from localdev.vault.control import ControlClient
+    from localdev.vault.client import ControlClient
 
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         process, env = start_vault(Path(tmp))
         os.environ.update(env)
         os.environ.update(BENCH_SETTINGS)
-        control = ControlClient(env["KEY_VAULT_URL"], env["KEY_VAULT_CA_BUNDLE"])
+        control = ControlClient.for_state_dir(Path(tmp))
         try:
             for due in args.due:
                 await scenario(control, args.secrets, due, args.latency)

@@ -114,8 +114,9 @@ def _banner(host: RunningHost, state_dir: Path, vault: Any | None, auth: bool, r
     for function in host.registry.functions.values():
         state = "  [disabled]" if function.disabled else ""
         if function.is_http:
+            methods = ",".join(function.methods)
             lines.append(
-                f"    {function.name}: [{','.join(function.methods)}] {host.base_url}{prefix}/{function.route}"
+                f"    {function.name}: [{methods}] {host.base_url}{prefix}/{function.route}"
                 f"  ({function.auth_level}){state}"
             )
         elif function.schedule is not None:
@@ -150,7 +151,7 @@ async def _close_app_client() -> None:
         return
     try:
         await close_secret_client()
-    except Exception as exc:  # shutdown goes on; say what failed
+    except Exception as exc:  # noqa: BLE001 - shutdown goes on; say what failed
         _log.warning("closing the app's Key Vault client failed: %s", type(exc).__name__)
 
 

@@ -1,4 +1,4 @@
-"""`python -m localdev.vault`: run the local Key Vault and its managed-identity endpoint until Ctrl-C / SIGTERM."""
+"""`python -m localdev.vault`: the local Key Vault and its managed-identity endpoint until Ctrl-C/SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .auth import default_identities, make_identity
 from .events import DEFAULT_WEBHOOK
-from .server import StateDirInUse, VaultConfig, start_vault
+from .runtime import CONTROL_KEY_FILE, VaultConfig
+from .server import StateDirInUse, start_vault
 
 
 def _retry_after(raw: str) -> float | None:
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every vault request")
     p.add_argument("--delete-latency", type=float, default=0.0, help="seconds before a delete completes")
     p.add_argument("--recover-latency", type=float, default=0.0, help="seconds before a recovery completes")
+    p.add_argument(
+        "--fault-seed", type=int, help="seed for injected faults' random choices (repeatable fault runs)"
+    )
     p.add_argument("--events", action="store_true", help=f"deliver Key Vault events to {DEFAULT_WEBHOOK}")
     p.add_argument("--events-url", help="deliver Key Vault events (Event Grid schema) to this webhook URL")
     p.add_argument("--events-check-interval", type=float, default=60.0, help="seconds between expiry checks")
@@ -101,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> VaultConfig:
         latency=args.latency,
         delete_latency=args.delete_latency,
         recover_latency=args.recover_latency,
+        fault_seed=args.fault_seed,
         events_url=args.events_url or (DEFAULT_WEBHOOK if args.events else None),
         events_check_interval=args.events_check_interval,
         identities=identities,
@@ -127,6 +132,11 @@ async def run(config: VaultConfig) -> None:
             "system-assigned" if identity.system_assigned else f"user-assigned client_id={identity.client_id}"
         )
         print(f"# identity {identity.name} ({kind}): {', '.join(identity.roles) or 'no roles'}", flush=True)
+    print(
+        f"# test controls: {running.control_url} (header X-Emulator-Key: "
+        f"$(cat {running.state_dir / CONTROL_KEY_FILE}))",
+        flush=True,
+    )
     print(running.env_text(), end="", flush=True)
     await stop.wait()
     print("# stopping local Key Vault", flush=True)

@@ -1,7 +1,8 @@
 """The wire layer: Key Vault's secrets REST routes, JSON shapes, api-versions, and the request gate.
 
 Every request passes one gate, in this order: test latency → challenge (no token) → token → api-version →
-injected fault → throttling → RBAC → the operation. Stats count challenges apart from transactions.
+injected fault → throttling → RBAC → the operation (→ a response-losing fault). Stats count challenges apart
+from transactions. A client that goes away mid-request is one INFO line, not an error: nothing is answered.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from . import errors
 from .auth import CHALLENGE, MISSING_TOKEN, TokenAuthority
-from .control import FaultPlan, RequestStats
+from .instrumentation import FaultPlan, FaultRule, RequestStats
 from .limits import Throttle
 from .store import (
     SecretAttributesInput,
@@ -55,6 +56,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+class _Dropped(Exception):
+    """A fault rule cut the connection: there is no one left to answer."""
+
+
+def _undeliverable() -> web.Response:
+    # The connection is closed: aiohttp fails to write this and lets it go quietly (no status is counted).
+    return web.Response(status=499)
 
 
 def _dumps(body: object) -> bytes:
@@ -137,8 +147,8 @@ class VaultApi:
         self.faults = faults
         self.latency = 0.0
         self.vault_url = ""
-        # name -> (version, policy, vault_url, JSON of its list item): a sweep lists every secret on every run,
-        # and most have not changed since the last one
+        # name -> (version, policy, vault_url, JSON of its list item): a sweep lists every secret on every
+        # run, and most have not changed since the last one
         self._listed: dict[str, tuple[SecretVersion, SoftDeletePolicy, str, bytes]] = {}
 
     # ---- assembly ---------------------------------------------------------------------------------
@@ -175,12 +185,19 @@ class VaultApi:
         self.stats.record_operation(operation or "Unknown")
         try:
             response = await self._admit(request, handler, operation, authorization)
+        except _Dropped:
+            return _undeliverable()
+        except ConnectionError:
+            # the client closed the connection (timeout, crash, Ctrl-C) before its request was read whole
+            self.stats.disconnected += 1
+            _log.info("client went away during %s %s; nothing was answered", request.method, request.path)
+            return _undeliverable()
         except errors.ServiceError as exc:
             response = self._error(exc)
         except web.HTTPException as exc:
             response = self._error(errors.BadParameter(f"{exc.reason}: {request.method} {request.path}"))
             response.set_status(exc.status)
-        except Exception:  # an emulator bug: answer like the service's 500, keep serving, say where it broke
+        except Exception:  # noqa: BLE001 - an emulator bug: answer the service's 500, keep serving, log where
             _log.exception("local Key Vault failed on %s %s", request.method, request.path)
             response = self._error(errors.InternalError())
         self.stats.record_status(response.status)
@@ -202,15 +219,21 @@ class VaultApi:
             if fault.latency:
                 await asyncio.sleep(fault.latency)
             if fault.drop:
-                self.stats.dropped += 1
-                if request.transport is not None:
-                    request.transport.abort()
-                raise asyncio.CancelledError()  # the connection is gone; nothing more to send
+                self._drop(request, fault)  # before the operation: nothing changes in the vault
             if fault.status:
                 raise errors.InjectedFault(fault.status, fault.retry_after)
         self.throttle.admit(operation)
         self.authority.authorize(identity, operation, self.store.vault_name, request.match_info.get("name"))
-        return await handler(request)
+        response = await handler(request)
+        if fault is not None and fault.drop_response:
+            self._drop(request, fault)  # after the operation: a write has committed, its answer is lost
+        return response
+
+    def _drop(self, request: web.Request, fault: FaultRule) -> None:
+        self.stats.dropped += 1
+        if request.transport is not None:
+            request.transport.abort()
+        raise _Dropped()
 
     def _error(self, exc: errors.ServiceError) -> web.Response:
         headers = self._headers()
@@ -258,8 +281,8 @@ class VaultApi:
         return item
 
     def _listed_item(self, record: SecretRecord) -> bytes:
-        """The list item's JSON, rebuilt only when the current version, the soft-delete policy or the URL changed
-        (versions are replaced, never changed in place, so identity tells)."""
+        """The list item's JSON, rebuilt only when the current version, the soft-delete policy or the URL
+        changed (versions are replaced, never changed in place, so identity tells)."""
         current, policy = record.current, self.store.policy
         cached = self._listed.get(record.key)
         if (
@@ -364,6 +387,8 @@ class VaultApi:
         if not isinstance(offset, int) or offset < 0:
             raise errors.BadParameter("The $skiptoken is invalid; start the listing again without it.")
         name = request.match_info["name"]
+        if not self.store.exists(name):  # the service lists no versions of a name it never held: 200, empty
+            return self._ok({"value": [], "nextLink": None})
         versions, marker = self.store.list_versions(name, offset, size)
         record = self.store.get_record(name)
         return self._ok(

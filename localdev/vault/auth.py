@@ -145,7 +145,8 @@ def default_identities() -> list[Identity]:
 
 
 def load_identities(path: Path) -> list[Identity]:
-    """Read `{"identities": [{"name", "roles", "system_assigned"?, "client_id"?, "object_id"?, "resource_id"?}]}`."""
+    """Read `{"identities": [{"name", "roles", "system_assigned"?, "client_id"?, "object_id"?,
+    "resource_id"?}]}`."""
     try:
         document = json.loads(path.read_text())
         return [
@@ -168,7 +169,7 @@ def load_identities(path: Path) -> list[Identity]:
 
 @dataclass
 class TokenAuthority:
-    """Issues the identity endpoint's tokens and verifies them at the vault (signature, issuer, audience, expiry)."""
+    """Issues the identity endpoint's tokens; the vault checks them (signature, issuer, audience, expiry)."""
 
     identities: list[Identity]
     signing_key: rsa.RSAPrivateKey
@@ -251,14 +252,21 @@ class TokenAuthority:
             ) from None
         except jwt.PyJWTError as exc:
             raise errors.Unauthorized(f"Error validating token: {type(exc).__name__}.") from None
-        if claims["aud"] not in ACCEPTED_AUDIENCES:
+        audience = claims["aud"]
+        # a JWT may carry a list of audiences; Key Vault's tokens carry one string, and nothing else passes
+        if not isinstance(audience, str) or audience not in ACCEPTED_AUDIENCES:
+            found = (
+                audience if isinstance(audience, str) else f"a {type(audience).__name__}, not one audience"
+            )
             raise errors.Unauthorized(
-                f"AKV10022: Invalid audience. Expected {VAULT_RESOURCE} or {VAULT_APP_ID}, found: {claims['aud']}."
+                f"AKV10022: Invalid audience. Expected {VAULT_RESOURCE} or {VAULT_APP_ID}, found: {found}."
             )
         if claims["iss"] != ISSUER:
             raise errors.Unauthorized(
                 f"AKV10032: Invalid issuer. Expected one of {ISSUER}, found: {claims['iss']}."
             )
+        if not isinstance(claims["oid"], str):
+            raise errors.Unauthorized("Error validating token: the oid claim is not a string.")
         identity = next((i for i in self.identities if i.object_id == claims["oid"]), None)
         if identity is None:  # a token for an identity no longer configured: it holds no roles
             identity = Identity("unknown", str(claims.get("appid", "")), str(claims["oid"]), "", ())

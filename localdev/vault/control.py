@@ -1,124 +1,32 @@
-"""Test controls under /_emulator/ on the vault port (loopback callers only), and a small sync client for them.
+"""Test controls under /_emulator/ on the vault port: loopback callers holding the control key only.
 
-Endpoints: GET stats · POST reset · GET/POST clock · GET/PUT/DELETE faults · PUT latency ·
+The key is `<state-dir>/control.key` (0600), sent as `X-Emulator-Key`: these routes mint tokens for any
+identity and empty the vault, so another local user or a page in a browser must not reach them.
+`GET health` alone answers without it (it tells only that the vault is up and where).
+
+Endpoints: GET stats · POST reset · GET/POST clock · GET/PUT/DELETE faults · PUT faults/seed · PUT latency ·
 GET/PUT throttling · PUT soft-delete · PUT operation-latency · POST tokens · POST events/check · GET health.
+The sync client for them is `localdev.vault.client.ControlClient`.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
-import random
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import Any
 
 from aiohttp import web
 
 from .auth import VAULT_RESOURCE
+from .instrumentation import FaultRule
 from .limits import ThrottleSettings
+from .runtime import CONTROL_KEY_FILE, VaultRuntime
 from .store import SoftDeletePolicy
 
-if TYPE_CHECKING:
-    from .server import VaultRuntime
-
-OPERATIONS = (
-    "SetSecret",
-    "GetSecret",
-    "GetSecrets",
-    "GetSecretVersions",
-    "UpdateSecret",
-    "DeleteSecret",
-    "GetDeletedSecret",
-    "GetDeletedSecrets",
-    "PurgeDeletedSecret",
-    "RecoverDeletedSecret",
-    "BackupSecret",
-    "RestoreSecret",
-)
-
-
-class RequestStats:
-    """Transactions by REST operationId and responses by status; bodiless challenge requests counted apart."""
-
-    def __init__(self) -> None:
-        self.operations: Counter[str] = Counter()
-        self.statuses: Counter[str] = Counter()
-        self.challenges = 0
-        self.dropped = 0
-
-    def record_challenge(self) -> None:
-        self.challenges += 1
-        self.statuses["401"] += 1
-
-    def record_operation(self, operation: str) -> None:
-        self.operations[operation] += 1
-
-    def record_status(self, status: int) -> None:
-        self.statuses[str(status)] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "operations": dict(self.operations),
-            "statuses": dict(self.statuses),
-            "challenges": self.challenges,
-            "total": sum(self.operations.values()),
-            "dropped": self.dropped,
-        }
-
-    def reset(self) -> None:
-        self.operations.clear()
-        self.statuses.clear()
-        self.challenges = 0
-        self.dropped = 0
-
-
-@dataclass
-class FaultRule:
-    """Fail `rate` of an operation's transactions (None: every operation) with `status`, or drop the connection;
-    with `count`, only the next `count` matching transactions (deterministic retry tests), then the rule ends."""
-
-    operation: str | None
-    status: int = 0
-    rate: float = 1.0
-    retry_after: float | None = None
-    drop: bool = False
-    latency: float = 0.0
-    count: int | None = None
-
-
-class FaultPlan:
-    def __init__(self, chance: Callable[[], float] = random.random) -> None:
-        self.rules: dict[str | None, FaultRule] = {}
-        self._chance = chance
-
-    def set(self, rule: FaultRule) -> None:
-        if rule.operation is not None and rule.operation not in OPERATIONS:
-            raise ValueError(f"unknown operation {rule.operation!r}; use one of {', '.join(OPERATIONS)}")
-        if not 0 <= rule.rate <= 1:
-            raise ValueError(f"rate must be between 0 and 1, got {rule.rate}")
-        if rule.status and not 400 <= rule.status <= 599:
-            raise ValueError(f"status must be an HTTP error status (400-599), got {rule.status}")
-        if rule.count is not None and rule.count < 1:
-            raise ValueError(f"count must be at least 1, got {rule.count}")
-        self.rules[rule.operation] = rule
-
-    def clear(self) -> None:
-        self.rules.clear()
-
-    def pick(self, operation: str) -> FaultRule | None:
-        if not self.rules:
-            return None
-        key = operation if operation in self.rules else None
-        rule = self.rules.get(key)
-        if rule is None or self._chance() >= rule.rate:
-            return None
-        if rule.count is not None:
-            rule.count -= 1
-            if rule.count == 0:
-                del self.rules[key]
-        return rule
+CONTROL_KEY_HEADER = "X-Emulator-Key"
+OPEN_PATHS = frozenset({"/health"})
 
 
 def _loopback(request: web.Request) -> bool:
@@ -135,7 +43,7 @@ class ControlApi:
         self.runtime = runtime
 
     def app(self) -> web.Application:
-        """The /_emulator sub-application: its loopback check runs for these routes only, not on every vault call."""
+        """The /_emulator sub-application: its checks run for these routes only, not on every vault call."""
         app = web.Application(middlewares=[self.loopback_only])
         r = app.router
         r.add_get("/health", self.health)
@@ -146,6 +54,7 @@ class ControlApi:
         r.add_get("/faults", self.faults)
         r.add_put("/faults", self.set_faults)
         r.add_delete("/faults", self.clear_faults)
+        r.add_put("/faults/seed", self.seed_faults)
         r.add_put("/latency", self.set_latency)
         r.add_get("/throttling", self.throttling)
         r.add_put("/throttling", self.set_throttling)
@@ -159,10 +68,28 @@ class ControlApi:
     async def loopback_only(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if not _loopback(request):
             return web.json_response({"error": "test controls answer loopback callers only"}, status=403)
+        if not self._holds_key(request):
+            return web.json_response(
+                {
+                    "error": f"the test controls need the control key: send the header "
+                    f"{CONTROL_KEY_HEADER} with the contents of <state-dir>/{CONTROL_KEY_FILE} "
+                    f"(make run: .localdev/{CONTROL_KEY_FILE})"
+                },
+                status=401,
+            )
         try:
             return await handler(request)
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": f"bad control request: {exc}"}, status=400)
+
+    def _holds_key(self, request: web.Request) -> bool:
+        if request.path.removeprefix("/_emulator") in OPEN_PATHS:
+            return True
+        presented = request.headers.get(CONTROL_KEY_HEADER, "")
+        # headers arrive surrogate-escaped where they are not UTF-8: compare bytes, never raise
+        return hmac.compare_digest(
+            presented.encode("utf-8", "surrogateescape"), self.runtime.control_key.encode()
+        )
 
     @staticmethod
     async def _json(request: web.Request) -> dict[str, Any]:
@@ -204,17 +131,23 @@ class ControlApi:
         body = await self._json(request)
         rule = FaultRule(
             operation=body.get("operation"),
-            status=int(body.get("status", 0)),
+            status=int(body.get("status") or 0),
             rate=float(body.get("rate", 1.0)),
             retry_after=None if body.get("retry_after") is None else float(body["retry_after"]),
             drop=bool(body.get("drop", False)),
+            drop_response=bool(body.get("drop_response", False)),
             latency=float(body.get("latency", 0.0)),
             count=None if body.get("count") is None else int(body["count"]),
         )
-        if not (rule.status or rule.drop or rule.latency):
-            raise ValueError("give a status, drop=true or a latency")
         self.runtime.api.faults.set(rule)
         return web.json_response(asdict(rule))
+
+    async def seed_faults(self, request: web.Request) -> web.Response:
+        raw = (await self._json(request)).get("seed")
+        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int)):
+            raise ValueError("seed must be an integer or null")
+        self.runtime.api.faults.reseed(raw)
+        return web.json_response({"seed": raw})
 
     async def clear_faults(self, request: web.Request) -> web.Response:
         self.runtime.api.faults.clear()
@@ -282,116 +215,3 @@ class ControlApi:
     async def check_events(self, request: web.Request) -> web.Response:
         sent = self.runtime.check_expiry_events()
         return web.json_response({"queued": sent})
-
-
-class ControlClient:
-    """Sync client for /_emulator (tests and benchmarks); verifies the vault's CA like every other client."""
-
-    def __init__(self, vault_url: str, ca_bundle: str, timeout: float = 10.0) -> None:
-        import requests
-
-        self.base = vault_url.rstrip("/") + "/_emulator"
-        self.session = requests.Session()
-        self.ca_bundle = ca_bundle
-        self.timeout = timeout
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        # verify per request: a session-level verify loses to REQUESTS_CA_BUNDLE in the environment
-        response = self.session.request(
-            method, f"{self.base}/{path}", json=body, timeout=self.timeout, verify=self.ca_bundle
-        )
-        if response.status_code >= 400:
-            raise RuntimeError(f"control call {method} {path} failed: {response.status_code} {response.text}")
-        return response.json()
-
-    def health(self) -> dict[str, Any]:
-        return self._call("GET", "health")
-
-    def stats(self) -> dict[str, Any]:
-        return self._call("GET", "stats")
-
-    def reset(self) -> None:
-        self._call("POST", "reset")
-
-    def advance_clock(self, seconds: float) -> dict[str, Any]:
-        return self._call("POST", "clock", {"advance_seconds": seconds})
-
-    def set_faults(
-        self,
-        operation: str | None,
-        status: int,
-        rate: float = 1.0,
-        retry_after: float | None = None,
-        drop: bool = False,
-        latency: float = 0.0,
-        count: int | None = None,
-    ) -> dict[str, Any]:
-        return self._call(
-            "PUT",
-            "faults",
-            {
-                "operation": operation,
-                "status": status,
-                "rate": rate,
-                "retry_after": retry_after,
-                "drop": drop,
-                "latency": latency,
-                "count": count,
-            },
-        )
-
-    def faults(self) -> list[dict[str, Any]]:
-        return self._call("GET", "faults")
-
-    def clear_faults(self) -> None:
-        self._call("DELETE", "faults")
-
-    def set_latency(self, seconds: float) -> None:
-        self._call("PUT", "latency", {"seconds": seconds})
-
-    def set_throttling(
-        self,
-        enabled: bool,
-        transactions_per_10s: int = 4000,
-        creates_per_10s: int = 300,
-        retry_after: float | None = 1.0,
-        window_seconds: float = 10.0,
-    ) -> dict[str, Any]:
-        return self._call(
-            "PUT",
-            "throttling",
-            {
-                "enabled": enabled,
-                "transactions_per_10s": transactions_per_10s,
-                "creates_per_10s": creates_per_10s,
-                "retry_after": retry_after,
-                "window_seconds": window_seconds,
-            },
-        )
-
-    def set_soft_delete(self, retention_days: int = 90, purge_protection: bool = False) -> dict[str, Any]:
-        return self._call(
-            "PUT", "soft-delete", {"retention_days": retention_days, "purge_protection": purge_protection}
-        )
-
-    def set_operation_latency(
-        self, delete: float | None = None, recover: float | None = None
-    ) -> dict[str, Any]:
-        body = {k: v for k, v in (("delete", delete), ("recover", recover)) if v is not None}
-        return self._call("PUT", "operation-latency", body)
-
-    def issue_token(
-        self, identity: str | None = None, audience: str | None = None, lifetime_seconds: float = 3600
-    ) -> str:
-        body: dict[str, Any] = {"lifetime_seconds": lifetime_seconds}
-        if identity:
-            body["identity"] = identity
-        if audience:
-            body["audience"] = audience
-        return self._call("POST", "tokens", body)["access_token"]
-
-    def check_events(self) -> int:
-        return int(self._call("POST", "events/check")["queued"])
-
-    def close(self) -> None:
-        self.session.close()

@@ -1,4 +1,4 @@
-"""The service's error answers as typed exceptions: status, code, message and inner code, as Key Vault sends them.
+"""The service's error answers as typed exceptions: status, code, message, inner code, as the service sends.
 
 Messages are the real service's texts where they are known (see shared/reference/keyvault-protocol.md §1.4);
 the few marked "inferred" had no captured original.
@@ -143,7 +143,7 @@ class BeingDeleted(Conflict):
 
 class AlreadyExists(Conflict):
     def __init__(self, name: str) -> None:
-        # inferred: restoring over an existing name is a 409 (SDK docstring); the service's text was not captured
+        # inferred: restoring over an existing name is a 409 (SDK docstring); the service's text is unknown
         super().__init__(f"Secret {name} already exists. Delete and purge it before restoring its backup.")
 
 

@@ -1,4 +1,4 @@
-"""Key Vault events (Event Grid schema) delivered to a webhook: SecretNewVersionCreated, SecretNearExpiry, SecretExpired.
+"""Key Vault events (Event Grid schema) for a webhook: SecretNewVersionCreated, SecretNearExpiry, -Expired.
 
 Delivery runs in a background task fed by a bounded queue: a vault request only enqueues, so a slow or
 absent webhook never blocks or fails it. Retries are bounded; failures are logged and dropped.
@@ -8,6 +8,7 @@ Near-expiry (30 days before `exp`) and expiry follow the emulator clock and fire
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -128,7 +129,7 @@ class EventPublisher:
             await asyncio.sleep(self.check_interval)
             try:
                 self.check_expiry()
-            except Exception:  # the checker must outlive any one bad pass
+            except Exception:  # noqa: BLE001 - the checker must outlive any one bad pass
                 _log.exception("expiry check failed")
 
     async def _deliver_forever(self) -> None:
@@ -158,7 +159,10 @@ class EventPublisher:
                 await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
         self.failed += 1
         if problem in ("HTTP 401", "HTTP 403"):  # the host is up but wants its Event Grid system key
-            advice = "add &code=<eventGridSystemKey from keys.json> to the events URL, or run the host with --no-auth"
+            advice = (
+                "add &code=<eventGridSystemKey from keys.json> to the events URL, "
+                "or run the host with --no-auth"
+            )
         else:
             advice = "is the Functions host running?"
         _log.warning(
@@ -180,9 +184,7 @@ class EventPublisher:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         if self._session is not None:
             await self._session.close()

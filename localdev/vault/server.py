@@ -1,4 +1,4 @@
-"""Assembly and lifecycle: builds the store, auth, API and identity endpoint, binds them, starts and stops them.
+"""Assembly and lifecycle: builds the runtime, API and identity endpoint, binds them, starts and stops them.
 
 `await start_vault(config)` runs on the caller's event loop; `start_vault_in_thread(config)` runs its own loop
 in a daemon thread (for tests that drive the sync SDK and the aio SDK alike).
@@ -20,136 +20,19 @@ from typing import IO
 
 from aiohttp import web
 
-from ..statedir import write_public
-from .api import VaultApi
-from .auth import Identity, TokenAuthority, default_identities, load_identities
-from .control import ControlApi, FaultPlan, RequestStats
-from .events import EventPublisher
+from ..statedir import make_private, private_dir, write_private
+from .control import ControlApi
 from .identity import TOKEN_PATH, IdentityEndpoint
-from .limits import Throttle, ThrottleSettings
-from .store import (
-    BackupSealer,
-    MemoryPersistence,
-    Persistence,
-    SoftDeletePolicy,
-    SqlitePersistence,
-    VaultStore,
-)
-from .tls import TlsFiles, ensure_certificates
+from .runtime import CONTROL_KEY_FILE, VaultConfig, VaultRuntime
+from .tls import ensure_certificates
 
 _log = logging.getLogger("localdev.vault")
 
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 
 
-@dataclass
-class VaultConfig:
-    """Everything the local vault can be started with; defaults suit `make run`."""
-
-    state_dir: Path = Path(".localdev")
-    host: str = "127.0.0.1"
-    port: int = 8443
-    identity_port: int = 8081
-    memory: bool = False
-    vault_name: str = "localvault"
-    retention_days: int = 90
-    purge_protection: bool = False
-    throttling: bool = False
-    transactions_per_10s: int = 4000
-    creates_per_10s: int = 300
-    throttle_retry_after: float | None = 1.0
-    latency: float = 0.0
-    delete_latency: float = 0.0
-    recover_latency: float = 0.0
-    events_url: str | None = None
-    events_check_interval: float = 60.0
-    events_attempts: int = 3
-    events_retry_delay: float = 0.5
-    identities: list[Identity] | None = None
-    identities_file: Path | None = None
-    identity_header: str | None = None
-    token_lifetime: float = 24 * 3600.0
-    write_env_file: bool = True
-
-    def throttle_settings(self) -> ThrottleSettings:
-        return ThrottleSettings(
-            self.throttling, self.transactions_per_10s, self.creates_per_10s, self.throttle_retry_after
-        )
-
-    def resolved_identities(self) -> list[Identity]:
-        if self.identities is not None:
-            return list(self.identities)
-        if self.identities_file is not None:
-            return load_identities(Path(self.identities_file))
-        return default_identities()
-
-
 class StateDirInUse(RuntimeError):
     pass
-
-
-class VaultRuntime:
-    """The live parts of one vault and the startup settings that `reset()` returns them to."""
-
-    def __init__(self, config: VaultConfig, tls: TlsFiles) -> None:
-        self.config = config
-        self.tls = tls
-        state = Path(config.state_dir)
-        persistence: Persistence = (
-            MemoryPersistence() if config.memory else SqlitePersistence(state / "vault.sqlite3")
-        )
-        sealer = BackupSealer(BackupSealer.load_or_create_key(state / "keys" / "backup.key"))
-        self.store = VaultStore(
-            persistence,
-            sealer,
-            vault_name=config.vault_name,
-            policy=SoftDeletePolicy(config.retention_days, config.purge_protection),
-        )
-        self.authority = TokenAuthority(
-            config.resolved_identities(),
-            TokenAuthority.load_or_create_key(state / "keys" / "token-signing.pem"),
-        )
-        self.throttle = Throttle(config.throttle_settings())
-        self.api = VaultApi(self.store, self.authority, self.throttle, RequestStats(), FaultPlan())
-        self.publisher = (
-            EventPublisher(
-                config.events_url,
-                self.store,
-                check_interval=config.events_check_interval,
-                attempts=config.events_attempts,
-                retry_delay=config.events_retry_delay,
-            )
-            if config.events_url
-            else None
-        )
-        if self.publisher is not None:
-            self.store.listeners.append(self.publisher.on_new_version)
-        self._apply_startup_settings()
-
-    def _apply_startup_settings(self) -> None:
-        c = self.config
-        self.store.policy = SoftDeletePolicy(c.retention_days, c.purge_protection)
-        self.store.delete_latency = c.delete_latency
-        self.store.recover_latency = c.recover_latency
-        self.store.clock.offset = 0.0
-        self.throttle.configure(c.throttle_settings())
-        self.api.latency = c.latency
-        self.api.faults.clear()
-
-    def reset(self) -> None:
-        """Empty vault, zero stats, no faults, no clock offset, startup latency/throttling/soft-delete settings."""
-        self.store.reset()
-        self.api.forget_listed()
-        self.api.stats.reset()
-        self._apply_startup_settings()
-        if self.publisher is not None:
-            self.publisher.reset()
-
-    def after_clock_change(self) -> None:
-        self.check_expiry_events()
-
-    def check_expiry_events(self) -> int:
-        return self.publisher.check_expiry() if self.publisher is not None else 0
 
 
 @dataclass
@@ -161,6 +44,7 @@ class RunningVault:
     identity_endpoint: str
     identity_header: str
     control_url: str
+    control_key: str = field(repr=False)
     state_dir: Path
     runtime: VaultRuntime
     started_seconds: float = 0.0
@@ -200,18 +84,52 @@ class RunningVault:
 
 
 def _lock_state_dir(state_dir: Path) -> IO[str]:
-    handle = open(state_dir / "vault.lock", "w")
+    """Hold `<state_dir>/vault.lock` for this vault's lifetime; a second vault there is refused untouched.
+
+    The file is opened without truncation and written only once the lock is ours: a start that fails
+    leaves the running vault's lock file (and every other file) exactly as it was."""
+    fd = os.open(state_dir / "vault.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    handle = os.fdopen(fd, "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
         raise StateDirInUse(
-            f"another local Key Vault is using {state_dir}. Stop it, or start this one with "
-            "--state-dir <another dir>."
+            f"another local Key Vault is using {state_dir} (it holds {state_dir / 'vault.lock'}). "
+            "Stop it (Ctrl-C where it runs), or start this one with --state-dir <another dir>."
         ) from None
+    os.fchmod(fd, 0o600)
+    handle.truncate(0)
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+# files a vault or host keeps in a state dir, tightened to 0600 on start (an older checkout made some 0644)
+_STATE_FILES = (
+    "vault.env",
+    "vault.sqlite3",
+    "vault.sqlite3-wal",
+    "vault.sqlite3-shm",
+    "vault.lock",
+    CONTROL_KEY_FILE,
+    "keys.json",
+    "host.env",
+    "tls/ca.pem",
+    "tls/ca.key",
+    "tls/server.pem",
+    "tls/server.key",
+    "keys/backup.key",
+    "keys/token-signing.pem",
+)
+
+
+def _tighten(state_dir: Path) -> None:
+    for sub in ("tls", "keys"):
+        if (state_dir / sub).is_dir():
+            private_dir(state_dir / sub)
+    for name in _STATE_FILES:
+        make_private(state_dir / name)
 
 
 async def _serve(
@@ -238,7 +156,7 @@ async def _serve(
             continue
         if i == 0:
             server = site._server  # type: ignore[attr-defined]
-            bound = server.sockets[0].getsockname()[1]
+            bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, bound
 
 
@@ -250,12 +168,12 @@ def _vault_hosts(host: str) -> list[str]:
 
 
 async def start_vault(config: VaultConfig) -> RunningVault:
-    """Start the vault (HTTPS) and the identity endpoint (HTTP) on the running loop; write <state-dir>/vault.env."""
+    """Start the vault (HTTPS) and identity endpoint (HTTP) on this loop; write <state-dir>/vault.env."""
     began = time.perf_counter()
-    state_dir = Path(config.state_dir).absolute()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = private_dir(Path(config.state_dir).absolute())  # noqa: ASYNC240 - once, at start
     lock = _lock_state_dir(state_dir)  # memory or SQLite: one vault per state dir (certificates, vault.env)
     try:
+        _tighten(state_dir)
         tls = ensure_certificates(state_dir)
         runtime = VaultRuntime(config, tls)
         header = config.identity_header or secrets.token_urlsafe(24)
@@ -287,13 +205,14 @@ async def start_vault(config: VaultConfig) -> RunningVault:
         identity_endpoint=f"http://127.0.0.1:{id_port}{TOKEN_PATH}",
         identity_header=header,
         control_url=f"{vault_url}/_emulator",
+        control_key=runtime.control_key,
         state_dir=state_dir,
         runtime=runtime,
         _runners=[vault_runner, id_runner],
         _lock=lock,
     )
     if config.write_env_file:
-        write_public(state_dir / "vault.env", running.env_text().encode())
+        write_private(state_dir / "vault.env", running.env_text().encode())
         running._env_file = state_dir / "vault.env"
     running.started_seconds = time.perf_counter() - began
     return running
@@ -323,7 +242,7 @@ def start_vault_in_thread(config: VaultConfig) -> ThreadedVault:
         asyncio.set_event_loop(loop)
         try:
             outcome["vault"] = loop.run_until_complete(start_vault(config))
-        except BaseException as exc:  # reported to the starting thread
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             outcome["error"] = exc
             ready.set()
             loop.close()

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..statedir import write_private
+from ..statedir import FILE_MODE, make_private, private_dir, write_private
 from . import errors
 
 NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
@@ -148,8 +148,11 @@ class SqlitePersistence:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.path = path
+        # secret values live here: 0600 before SQLite opens it (SQLite gives -wal and -shm the same mode)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+        make_private(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
@@ -157,6 +160,8 @@ class SqlitePersistence:
         )  # WAL + NORMAL: durable to the last checkpoint, never corrupt
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(self.SCHEMA)
+        for suffix in ("-wal", "-shm"):
+            make_private(path.with_name(path.name + suffix))
         self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM versions").fetchone()[0]
 
     def load(self) -> list[SecretRecord]:
@@ -198,8 +203,9 @@ class SqlitePersistence:
             for v in versions:
                 self._seq += 1
                 self._db.execute(
-                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key, version) DO UPDATE SET "
-                    "content_type=excluded.content_type, tags=excluded.tags, enabled=excluded.enabled, "
+                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(key, version) DO UPDATE SET content_type=excluded.content_type, "
+                    "tags=excluded.tags, enabled=excluded.enabled, "
                     "nbf=excluded.nbf, exp=excluded.exp, updated=excluded.updated",
                     (
                         record.key,
@@ -259,12 +265,13 @@ def _validate_metadata(content_type: str | None, tags: dict[str, str] | None) ->
     for k, v in tags.items():
         if len(k) > MAX_TAG_LENGTH or len(v) > MAX_TAG_LENGTH:
             raise errors.BadParameter(
-                f"Property tags has invalid value: tag names and values are limited to {MAX_TAG_LENGTH} characters."
+                "Property tags has invalid value: tag names and values are limited to "
+                f"{MAX_TAG_LENGTH} characters."
             )
 
 
 class BackupSealer:
-    """Seals backups with a per-state-directory key: opaque like the service's, readable only by this vault."""
+    """Seals backups with a per-state-directory key: opaque like the service's, read by this vault only."""
 
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
@@ -289,7 +296,7 @@ class BackupSealer:
         body = blob[len(BACKUP_PREFIX) :]
         try:
             plain = self._aead.decrypt(body[:12], body[12:], BACKUP_PREFIX)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure to open means the same to the caller
             raise errors.BadParameter(
                 "Backup blob could not be read: it was made by another vault (another state directory)."
             ) from None
@@ -375,6 +382,12 @@ class VaultStore:
     def get_record(self, name: str) -> SecretRecord:
         """The active record for a name (same rules as a get)."""
         return self._active(name)
+
+    def exists(self, name: str) -> bool:
+        """Whether the vault holds the name at all, active or soft-deleted (a purged name is held no more)."""
+        validate_name(name)
+        self.purge_due()
+        return name.lower() in self._records
 
     def _deleted(self, name: str) -> SecretRecord:
         self.purge_due()
@@ -564,7 +577,7 @@ class VaultStore:
         validate_name(name)
         record = self._active(name)
         versions = list(record.versions.values())[-MAX_BACKUP_VERSIONS:]
-        document = {
+        document: dict[str, object] = {
             "name": record.name,
             "latest": record.latest,
             "versions": [v.__dict__ for v in versions],
@@ -581,8 +594,9 @@ class VaultStore:
                 raise errors.DeletedButRecoverable(existing.name)
             raise errors.AlreadyExists(existing.name)
         record = SecretRecord(name=name, latest=str(document["latest"]))
-        for raw in document["versions"]:  # type: ignore[union-attr]
-            version = SecretVersion(**raw)
+        raw_versions: list[dict[str, object]] = document["versions"]  # type: ignore[assignment]
+        for raw in raw_versions:
+            version = SecretVersion(**raw)  # type: ignore[arg-type]
             record.versions[version.version] = version
         self.persistence.save(record, record.versions.values())
         self._index(record)
@@ -602,5 +616,5 @@ def decode_marker(token: str) -> str | int:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         return json.loads(raw)["NextMarker"]
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever is wrong with it, the token is not one we issued
         raise errors.BadParameter("The $skiptoken is invalid; start the listing again without it.") from None

@@ -17,8 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..statedir import write_private as _write_private
-from ..statedir import write_public as _write_public
+from ..statedir import private_dir, write_private
 
 SERVER_NAMES = ("localhost",)
 SERVER_IPS = ("127.0.0.1", "::1")
@@ -82,16 +81,15 @@ def _load_or_make_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(key_path, _key_pem(key))
-    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, _key_pem(key))
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     (directory / "server.pem").unlink(missing_ok=True)  # a new CA invalidates the old server certificate
     return cert, key
 
 
 def ensure_certificates(state_dir: Path) -> TlsFiles:
     """Create (or reuse) the CA and the server certificate under `<state_dir>/tls`."""
-    directory = state_dir / "tls"
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_dir(state_dir / "tls")
     now = dt.datetime.now(dt.UTC)
     ca_cert, ca_key = _load_or_make_ca(directory, now)
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
@@ -118,6 +116,6 @@ def ensure_certificates(state_dir: Path) -> TlsFiles:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(files.server_key, _key_pem(key))
-    _write_public(files.server_cert, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(files.server_key, _key_pem(key))
+    write_private(files.server_cert, cert.public_bytes(serialization.Encoding.PEM))
     return files

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from localdev.vault.control import ControlClient
+from localdev.vault.client import ControlClient
 from localdev.vault.server import RunningVault
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def run_script(node: str, env: dict[str, str], values: dict[str, str]) -> Script
 def js_run(vault: RunningVault) -> Iterator[InteropRun]:
     """One script run on a freshly reset vault; its summary and the vault's stats right after it."""
     node = _node()
-    control = ControlClient(vault.vault_url, vault.ca_bundle)
+    control = ControlClient(vault.vault_url, vault.ca_bundle, vault.control_key)
     prefix = f"js-{secrets.token_hex(3)}"
     values = {key: secrets.token_urlsafe(24) for key in ("first", "second", "backup", "bulk")}
     expires_on = int(time.time()) + 86400

@@ -9,7 +9,7 @@ import time
 
 from aiohttp import web
 
-from localdev.vault.control import ControlClient
+from localdev.vault.client import ControlClient
 from localdev.vault.server import VaultConfig, start_vault_in_thread
 from tests.fixtures.vault import aclose_client, make_aio_client
 
@@ -58,7 +58,7 @@ async def test_new_version_near_expiry_and_expired(tmp_path, monkeypatch) -> Non
             events_check_interval=3600,
         )
     )
-    control = ControlClient(vault.vault_url, vault.ca_bundle)
+    control = ControlClient(vault.vault_url, vault.ca_bundle, vault.control_key)
     for key, value in vault.env().items():
         monkeypatch.setenv(key, value)
     client = make_aio_client(vault)
