@@ -24,7 +24,7 @@ from typing import Any
 
 from localdev.host.keys import HostKeys
 from localdev.host.server import HostConfig, RunningHost, bind_socket, start_host
-from localdev.statedir import write_private
+from localdev.statedir import hold_lock, private_dir, write_private
 
 _log = logging.getLogger("localdev")
 
@@ -163,9 +163,24 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     app_dir = args.app_dir.resolve()
-    state_dir = (args.state_dir if args.state_dir.is_absolute() else Path.cwd() / args.state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "host.env").unlink(missing_ok=True)  # host.env appears only once everything is up
+    state_dir = private_dir(
+        (args.state_dir if args.state_dir.is_absolute() else Path.cwd() / args.state_dir).resolve()
+    )
+    # First, before anything in the state dir is touched or any port is tried: is another one running here?
+    host_lock = hold_lock(
+        state_dir / "host.lock",
+        f"another localdev host (make run / python -m localdev) is using {state_dir}; its host.env and "
+        "vault.env are left as they are. Use that one, stop it first (Ctrl-C where it runs), or start this "
+        "one with --state-dir <another dir> (and other ports: --port, --vault-port, --identity-port).",
+    )
+    try:
+        return await _run_locked(args, app_dir, state_dir, stop)
+    finally:
+        host_lock.close()
+
+
+async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, stop: asyncio.Event) -> int:
+    (state_dir / "host.env").unlink(missing_ok=True)  # ours now (stale); it appears once everything is up
     keys = HostKeys.load_or_create(state_dir)
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]

@@ -8,10 +8,12 @@ clients read it from the same directory as the user who started the vault, so 06
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import stat
 from pathlib import Path
+from typing import IO
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -34,6 +36,29 @@ def private_dir(path: Path) -> Path:
     if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o077 | DIR_MODE)
     return path
+
+
+class StateDirInUse(RuntimeError):
+    """Another running process holds this state directory's lock; nothing in the directory was touched."""
+
+
+def hold_lock(path: Path, busy_message: str) -> IO[str]:
+    """Hold an exclusive lock on `path` for the life of the returned handle (it records our pid).
+
+    The file is opened without truncation and written only once the lock is ours: a start that fails
+    leaves the running instance's lock file, and every other file, exactly as they were."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    handle = os.fdopen(fd, "r+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise StateDirInUse(busy_message) from None
+    os.fchmod(fd, FILE_MODE)
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def make_private(path: Path) -> None:

@@ -7,9 +7,7 @@ in a daemon thread (for tests that drive the sync SDK and the aio SDK alike).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import os
 import secrets
 import socket
 import threading
@@ -20,7 +18,7 @@ from typing import IO
 
 from aiohttp import web
 
-from ..statedir import make_private, private_dir, write_private
+from ..statedir import StateDirInUse, hold_lock, make_private, private_dir, write_private
 from .control import ControlApi
 from .identity import TOKEN_PATH, IdentityEndpoint
 from .runtime import CONTROL_KEY_FILE, VaultConfig, VaultRuntime
@@ -29,10 +27,14 @@ from .tls import ensure_certificates
 _log = logging.getLogger("localdev.vault")
 
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
-
-
-class StateDirInUse(RuntimeError):
-    pass
+__all__ = [
+    "RunningVault",
+    "StateDirInUse",
+    "ThreadedVault",
+    "VaultConfig",
+    "start_vault",
+    "start_vault_in_thread",
+]
 
 
 @dataclass
@@ -84,25 +86,12 @@ class RunningVault:
 
 
 def _lock_state_dir(state_dir: Path) -> IO[str]:
-    """Hold `<state_dir>/vault.lock` for this vault's lifetime; a second vault there is refused untouched.
-
-    The file is opened without truncation and written only once the lock is ours: a start that fails
-    leaves the running vault's lock file (and every other file) exactly as it was."""
-    fd = os.open(state_dir / "vault.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    handle = os.fdopen(fd, "r+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise StateDirInUse(
-            f"another local Key Vault is using {state_dir} (it holds {state_dir / 'vault.lock'}). "
-            "Stop it (Ctrl-C where it runs), or start this one with --state-dir <another dir>."
-        ) from None
-    os.fchmod(fd, 0o600)
-    handle.truncate(0)
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+    """One vault per state dir; a second one is refused before it writes anything there."""
+    return hold_lock(
+        state_dir / "vault.lock",
+        f"another local Key Vault is using {state_dir} (it holds {state_dir / 'vault.lock'}). "
+        "Stop it (Ctrl-C where it runs), or start this one with --state-dir <another dir>.",
+    )
 
 
 # files a vault or host keeps in a state dir, tightened to 0600 on start (an older checkout made some 0644)

@@ -6,7 +6,11 @@ ManagedIdentityCredential over verified HTTPS; then SIGTERM must stop everything
 
 from __future__ import annotations
 
+import itertools
+import os
 import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -16,7 +20,7 @@ import requests
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
-from .localdev_process import LocaldevProcess, port_is_free, read_env_file
+from .localdev_process import REPO, LocaldevProcess, port_is_free, read_env_file
 
 
 def test_write_through_the_host_read_back_from_the_vault(
@@ -131,3 +135,82 @@ def test_vault_events_reach_the_app_through_the_webhook(tmp_path: Path) -> None:
         assert "function=keyvault_events" in run.output()
     finally:
         assert run.terminate() == 0, run.output()
+
+
+def _snapshot(state_dir: Path) -> dict[str, bytes]:
+    return {name: (state_dir / name).read_bytes() for name in ("host.env", "vault.env", "vault.lock")}
+
+
+def _modes(state_dir: Path) -> dict[str, str]:
+    """Every file and directory under the state dir with its permission bits, as ls would show them."""
+    found = {".": oct(state_dir.stat().st_mode & 0o777)}
+    for path in sorted(state_dir.rglob("*")):
+        found[str(path.relative_to(state_dir))] = oct(path.stat().st_mode & 0o777)
+    return found
+
+
+def test_a_second_start_beside_a_running_one_leaves_it_untouched(tmp_path: Path) -> None:
+    """`make run` twice: the second is refused with the busy state dir first, and changes nothing of the
+    first (its host.env, vault.env and vault.lock, which every README block sources, stay byte for byte);
+    the same for a `python -m localdev.vault` pointed at that state dir. Every state file is 0600 and every
+    state dir 0700 under the usual umask 022."""
+    state = tmp_path / "state"
+    # a small fixture app: this is about the state dir, not about function_app
+    app = ("--app-dir", str(REPO / "tests" / "host" / "apps" / "http"), "--script-file", "http_app.py")
+    first = LocaldevProcess(
+        state, "--port", "0", "--vault-port", "0", "--identity-port", "0", "--no-events", *app
+    )
+    try:
+        host_env = first.wait_ready()
+        before = _snapshot(state)
+        ports = {
+            "--port": str(urlparse(host_env["FUNCTIONS_BASE_URL"]).port),
+            "--vault-port": str(urlparse(read_env_file(state / "vault.env")["KEY_VAULT_URL"]).port),
+        }
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("KEY_VAULT_")}
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "localdev",
+                "--state-dir",
+                str(state),
+                *app,
+                *itertools.chain(*ports.items()),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environment,
+        )
+        assert second.returncode == 2, second.stdout + second.stderr
+        first_line = second.stderr.strip().splitlines()[0]
+        assert f"is using {state}" in first_line, second.stderr  # the real cause first, not the port
+        assert "stop it first" in first_line and "--state-dir" in first_line
+        assert "Traceback" not in second.stderr
+        assert _snapshot(state) == before
+
+        vault_only = subprocess.run(
+            [sys.executable, "-m", "localdev.vault", "--state-dir", str(state), "--port", "0"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environment,
+        )
+        assert vault_only.returncode == 2
+        assert f"another local Key Vault is using {state}" in vault_only.stderr.splitlines()[0]
+        assert _snapshot(state) == before  # vault.lock keeps the running vault's pid
+
+        modes = _modes(state)
+        loose = {
+            name: mode
+            for name, mode in modes.items()
+            if mode != ("0o700" if (state / name).is_dir() else "0o600")
+        }
+        assert loose == {}, modes
+        assert {"vault.env", "vault.sqlite3", "control.key", "keys.json", "host.env"} <= set(modes)
+    finally:
+        assert first.terminate() == 0, first.output()
+    assert (first.output().count("stopped cleanly")) == 1
