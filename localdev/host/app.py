@@ -131,6 +131,8 @@ class FunctionHost:
             )
             upcoming = self.timers.next_occurrence(function.name)
             entry["nextRun"] = upcoming.isoformat() if upcoming else None
+            if function.name in self.timers.errors:
+                entry["error"] = self.timers.errors[function.name]
         elif function.trigger_type == EVENT_GRID_TRIGGER:
             entry["webhook"] = f"{base_url}/{_EVENTGRID_PATH}?functionName={function.name}"
         return entry
@@ -256,7 +258,7 @@ class FunctionHost:
         results = await asyncio.gather(
             *(
                 self.invoker.invoke(function, lambda e=event: event_grid_event(e), invocation_id)
-                for event, invocation_id in zip(events, ids)
+                for event, invocation_id in zip(events, ids, strict=True)
             )
         )
         failed = [r for r in results if not r.succeeded]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .retry import parse_host_timespan
+
 _log = logging.getLogger("localdev.host")
 
 
@@ -80,15 +82,10 @@ class HostJson:
 
 
 def _timespan_seconds(text: str) -> float:
-    parts = text.split(":")
-    if len(parts) != 3:
-        raise AppSettingsError(f"host.json functionTimeout {text!r}: expected hh:mm:ss")
-    days = 0.0
-    hours = parts[0]
-    if "." in hours:  # d.hh:mm:ss
-        d, hours = hours.split(".", 1)
-        days = float(d)
-    return days * 86400 + float(hours) * 3600 + float(parts[1]) * 60 + float(parts[2])
+    try:
+        return parse_host_timespan(text, "host.json functionTimeout")
+    except ValueError as exc:
+        raise AppSettingsError(str(exc)) from None
 
 
 def read_host_json(app_dir: Path, environ: Mapping[str, str] | None = None) -> HostJson:

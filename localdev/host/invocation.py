@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import threading
 import time
 import traceback
@@ -21,6 +22,7 @@ from typing import Any
 
 import azure.functions as func
 
+from .clock import Clock, SystemClock
 from .registry import RegisteredFunction
 
 _log = logging.getLogger("localdev.host")
@@ -88,63 +90,6 @@ class InvocationContext(func.Context):
         return self._thread_local
 
 
-def _timespan(text: str | None, default: float) -> float:
-    """`hh:mm:ss` (the retry decorator's interval format) in seconds."""
-    if not text:
-        return default
-    try:
-        parts = [float(p) for p in str(text).split(":")]
-    except ValueError:
-        raise ValueError(
-            f"retry interval {text!r} is not a time span; write it as hh:mm:ss, e.g. 00:00:30"
-        ) from None
-    while len(parts) < 3:
-        parts.insert(0, 0.0)
-    return parts[-3] * 3600 + parts[-2] * 60 + parts[-1]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """`@app.retry(...)`: fixed delay or exponential backoff; max_retry_count -1 retries forever."""
-
-    strategy: str
-    max_retry_count: int
-    delay: float = 0.0
-    minimum: float = 0.0
-    maximum: float = 0.0
-
-    @classmethod
-    def from_setting(cls, setting: dict[str, Any] | None) -> RetryPolicy | None:
-        if not setting:
-            return None
-        strategy = str(setting.get("strategy", "")).lower()
-        if strategy not in ("fixed_delay", "exponential_backoff"):
-            raise ValueError(f"retry strategy {strategy!r}: use fixed_delay or exponential_backoff")
-        try:
-            max_retry_count = int(setting.get("max_retry_count", 0))
-        except ValueError:
-            raise ValueError(
-                f"retry max_retry_count {setting.get('max_retry_count')!r}: use a whole number "
-                "(-1 retries forever)"
-            ) from None
-        return cls(
-            strategy=strategy,
-            max_retry_count=max_retry_count,
-            delay=_timespan(setting.get("delay_interval"), 0.0),
-            minimum=_timespan(setting.get("minimum_interval"), 0.0),
-            maximum=_timespan(setting.get("maximum_interval"), 0.0),
-        )
-
-    def delay_before(self, retry_count: int) -> float:
-        """Seconds to wait before retry number `retry_count` (1-based)."""
-        if self.strategy == "fixed_delay":
-            return self.delay
-        return min(self.maximum or float("inf"), self.minimum * (2 ** (retry_count - 1)))
-
-    def allows(self, retry_count: int) -> bool:
-        return self.max_retry_count < 0 or retry_count <= self.max_retry_count
-
-
 class FunctionTimeout(TimeoutError):
     """The invocation ran longer than host.json's functionTimeout."""
 
@@ -175,9 +120,16 @@ class Invoker:
     """Runs functions on the host loop or in the thread pool and logs one line per invocation."""
 
     def __init__(
-        self, function_directory: str, max_workers: int | None = None, timeout_seconds: float | None = None
+        self,
+        function_directory: str,
+        max_workers: int | None = None,
+        timeout_seconds: float | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._directory = function_directory
+        self._clock = clock or SystemClock()  # retry delays sleep on it
+        self._rng = rng or random.Random()  # the exponential backoff's jitter
         # host.json functionTimeout: the invocation fails after it (a sync function's thread runs on).
         self._timeout = timeout_seconds
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="localdev-fn")
@@ -205,11 +157,19 @@ class Invoker:
             call: Callable[[], Any] = functools.partial(function.user_function, **kwargs)
             running = asyncio.get_running_loop().run_in_executor(self._pool, call)
         if self._timeout is None:
-            return await running
-        try:
-            return await asyncio.wait_for(running, self._timeout)
-        except TimeoutError:
-            raise FunctionTimeout(f"functionTimeout of {self._timeout:g}s exceeded") from None
+            value = await running
+        else:
+            try:
+                value = await asyncio.wait_for(running, self._timeout)
+            except TimeoutError:
+                raise FunctionTimeout(f"functionTimeout of {self._timeout:g}s exceeded") from None
+        if value is not None and not function.has_return:
+            # The worker's rule: a value from a function with no $return binding (a timer, an Event Grid
+            # function) fails the invocation, so its retry policy applies.
+            raise RuntimeError(
+                f"function {function.name!r} without a $return binding returned a non-None value"
+            )
+        return value
 
     async def invoke(
         self,
@@ -218,10 +178,11 @@ class Invoker:
         invocation_id: str | None = None,
         retry: bool = False,
     ) -> InvocationResult:
-        """Invoke once (or under the function's retry policy when `retry`); never raises the function's error."""
+        """Invoke once, or under the function's retry policy when `retry`; never raises its error."""
         invocation_id = invocation_id or str(uuid.uuid4())
-        policy = RetryPolicy.from_setting(function.retry_policy) if retry else None
+        policy = function.retry if retry else None
         max_retries = policy.max_retry_count if policy else 0
+        delays = policy.delays(self._rng) if policy else iter(())
         result = InvocationResult(invocation_id, function.name)
         started = time.perf_counter()
         attempt = 0
@@ -234,7 +195,7 @@ class Invoker:
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the function's own failure: logged by type, never by message
+            except Exception as exc:  # noqa: BLE001 - the function's own failure: logged by type, never by message
                 result.error = last_error = exc
                 _log.error(
                     "function failed: function=%s invocation=%s attempt=%d error=%s at=%s",
@@ -247,7 +208,7 @@ class Invoker:
                 if policy is None or not policy.allows(attempt + 1):
                     break
                 attempt += 1
-                delay = policy.delay_before(attempt)
+                delay = next(delays)
                 _log.info(
                     "retrying: function=%s invocation=%s retry=%d in %.3fs",
                     function.name,
@@ -255,7 +216,7 @@ class Invoker:
                     attempt,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await self._clock.sleep(delay)
         result.attempts = attempt + 1
         result.duration_ms = (time.perf_counter() - started) * 1000
         _log.info(

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,9 @@ from types import ModuleType
 from typing import Any
 
 import azure.functions as func
+from azure.functions import meta
 
+from .retry import RetryPolicy, RetryPolicyError
 from .routes import RouteTemplate, compile_route
 
 _log = logging.getLogger("localdev.host")
@@ -46,6 +49,9 @@ class RegisteredFunction:
     user_function: Callable[..., Any]
     is_async: bool
     wants_context: bool
+    has_return: (
+        bool  # a $return binding: without one, a function that returns a value fails (the worker's rule)
+    )
     binding: dict[str, Any]  # the trigger binding as get_function_json() declares it
     function_json: dict[str, Any]
     disabled: bool = False
@@ -57,7 +63,8 @@ class RegisteredFunction:
     # Timer
     schedule: str | None = None
     run_on_startup: bool = False
-    retry_policy: dict[str, Any] | None = None
+    retry_policy: dict[str, Any] | None = None  # as declared (shown by the admin API)
+    retry: RetryPolicy | None = None  # as read at load
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -94,7 +101,8 @@ def find_function_app(module: ModuleType, script_name: str) -> func.FunctionRegi
                 app = candidate
             elif candidate is not app:
                 raise FunctionLoadError(
-                    f"More than one {app.__class__.__name__} or other top level function app instances are defined."
+                    f"More than one {app.__class__.__name__} or other top level function app instances "
+                    "are defined."
                 )
     if app is None:
         raise FunctionLoadError(f"Could not find top level function app instances in {script_name}.")
@@ -112,30 +120,112 @@ def _is_disabled(name: str, environ: Mapping[str, str]) -> bool:
     return False
 
 
+def _load_error(name: str, message: str) -> FunctionLoadError:
+    return FunctionLoadError(f"cannot load the {name} function: {message}")
+
+
+def _check_annotations(
+    name: str,
+    user_function: Callable[..., Any],
+    bindings: list[dict[str, Any]],
+    declared: list[str],
+) -> bool:
+    """The worker's checks of the Python signature against the bindings; returns whether context is wanted.
+
+    As azure-functions-runtime's Registry.add_indexed_function: `context` (when no binding has that name)
+    must be annotated azure.functions.Context if annotated at all; every other parameter must have a
+    binding of its name and the reverse; an annotation must be a type that the binding's converter accepts
+    (str/bytes are always accepted, as the worker's generic binding); a return annotation must suit $return.
+    """
+    try:
+        annotations = typing.get_type_hints(user_function)
+    except (NameError, TypeError, AttributeError) as exc:  # the worker's get_type_hints fails alike
+        raise _load_error(name, f"its annotations cannot be resolved ({type(exc).__name__}: {exc})") from None
+    by_name = {b["name"]: b for b in bindings}
+    params = list(declared)
+    wants_context = "context" in params and "context" not in by_name
+    if wants_context:
+        params.remove("context")
+        if "context" in annotations:
+            anno = annotations["context"]
+            if not isinstance(anno, type) or anno.__name__ != "Context":
+                raise _load_error(
+                    name,
+                    'the "context" parameter is expected to be of type azure.functions.Context, got "'
+                    + repr(anno)
+                    + '"',
+                )
+    bound = {n for n in by_name if n != "$return"}
+    if set(params) - bound:
+        raise _load_error(
+            name,
+            "the following parameters are declared in Python but not in the function definition "
+            f"(function.json or function decorators):  {set(params) - bound!r}",
+        )
+    if bound - set(params):
+        raise _load_error(
+            name,
+            "Extra parameters in binding definition \u2014 the following parameters are declared as bindings "
+            f"but are not present in Python: {bound - set(params)!r}",
+        )
+    registry = meta.get_binding_registry()
+    for param in params:
+        if param not in annotations:
+            continue
+        anno = annotations[param]
+        binding_type = by_name[param]["type"]
+        if not isinstance(anno, type) and typing.get_origin(anno) is None:
+            raise _load_error(name, f"binding {param} has invalid non-type annotation {anno!r}")
+        converter = None if anno in (str, bytes) else registry.get(binding_type)
+        if converter is None:  # the worker's generic binding
+            accepted = isinstance(anno, type) and issubclass(anno, (str, bytes))
+        else:
+            accepted = isinstance(anno, type) and converter.check_input_type_annotation(anno)
+        if not accepted:
+            raise _load_error(
+                name,
+                f'binding type "{param!r}" and dataType "{binding_type}" in the binding decorator do not '
+                "match the corresponding function parameter's Python type annotation "
+                f"{getattr(anno, '__name__', repr(anno))}",
+            )
+    output = by_name.get("$return")
+    if output is not None and "return" in annotations:
+        anno = annotations["return"]
+        if not isinstance(anno, type):
+            raise _load_error(name, f"has invalid non-type return annotation {anno!r}")
+        converter = registry.get(output["type"])
+        accepted = (
+            converter.check_output_type_annotation(anno)
+            if converter is not None
+            else issubclass(anno, (str, bytes, bytearray))
+        )
+        if not accepted:
+            raise _load_error(
+                name,
+                f'Python return annotation "{anno.__name__}" does not match binding type "{output["type"]}"',
+            )
+    return wants_context
+
+
 def _describe(function: Any, environ: Mapping[str, str]) -> RegisteredFunction:
     name = function.get_function_name()
     trigger = function.get_trigger()
     if trigger is None:
-        raise FunctionLoadError(f"cannot load the {name} function: it has no trigger")
+        raise _load_error(name, "it has no trigger")
     user_function = function.get_user_function()
     declared = _parameter_names(user_function)
     function_json = json.loads(function.get_function_json())
     bindings = function_json.get("bindings", [])
-    in_names = {b["name"] for b in bindings if b.get("direction") == "IN"}
-    out_names = {b["name"] for b in bindings if b.get("direction") == "OUT" and b["name"] != "$return"}
-    python_names = set(declared) - {"context"}
-    missing = python_names - in_names - out_names
-    if missing:
-        raise FunctionLoadError(
-            f"cannot load the {name} function: the following parameters are declared in Python but not in "
-            f"function.json: {missing}"
-        )
-    absent = (in_names | out_names) - set(declared)
-    if absent:
-        raise FunctionLoadError(
-            f"cannot load the {name} function: the following parameters are declared in function.json but not "
-            f"in Python: {absent}"
-        )
+    for binding in bindings:
+        if binding.get("direction") == "INOUT":
+            raise _load_error(name, '"inout" bindings are not supported')
+        if binding.get("name") == "$return" and binding.get("direction") != "OUT":
+            raise _load_error(name, '"$return" binding must have direction set to "out"')
+    wants_context = _check_annotations(name, user_function, bindings, declared)
+    try:  # read once here: a policy the worker refuses stops the host, as it stops indexing in Azure
+        retry = RetryPolicy.from_setting(function.get_settings_dict("retry_policy"))
+    except RetryPolicyError as exc:
+        raise _load_error(name, str(exc)) from None
     trigger_binding = next(
         b for b in bindings if b.get("name") == trigger.name and b.get("direction") == "IN"
     )
@@ -145,29 +235,24 @@ def _describe(function: Any, environ: Mapping[str, str]) -> RegisteredFunction:
         trigger_name=trigger.name,
         user_function=user_function,
         is_async=inspect.iscoroutinefunction(user_function),
-        wants_context="context" in declared and "context" not in in_names,
+        wants_context=wants_context,
+        has_return=any(b.get("name") == "$return" for b in bindings),
         binding=trigger_binding,
         function_json=function_json,
         disabled=_is_disabled(name, environ),
         retry_policy=function.get_settings_dict("retry_policy"),
+        retry=retry,
     )
-    from .invocation import RetryPolicy  # here, not at the top: invocation imports this module
-
-    try:  # read it now, so a bad policy stops the host at startup instead of failing every run
-        RetryPolicy.from_setting(entry.retry_policy)
-    except ValueError as exc:
-        raise FunctionLoadError(f"cannot load the {name} function: {exc}") from None
     unsupported = [b["type"] for b in bindings if b is not trigger_binding and b.get("name") != "$return"]
     if unsupported:
-        raise FunctionLoadError(
-            f"cannot load the {name} function: bindings {unsupported} are not supported by the local host "
-            "(it serves HTTP, timer and Event Grid triggers with an HTTP $return only)"
+        raise _load_error(
+            name,
+            f"bindings {unsupported} are not supported by the local host "
+            "(it serves HTTP, timer and Event Grid triggers with an HTTP $return only)",
         )
     if trigger.type == HTTP_TRIGGER:
         if getattr(function, "http_type", "function") != "function":
-            raise FunctionLoadError(
-                f"cannot load the {name} function: ASGI/WSGI apps are not supported locally"
-            )
+            raise _load_error(name, "ASGI/WSGI apps are not supported locally")
         methods = trigger_binding.get("methods") or list(ALL_METHODS)
         entry.route = trigger_binding.get("route") or name
         entry.methods = tuple(str(m).upper() for m in methods)
@@ -175,16 +260,15 @@ def _describe(function: Any, environ: Mapping[str, str]) -> RegisteredFunction:
         try:
             entry.template = compile_route(entry.route)
         except ValueError as exc:
-            raise FunctionLoadError(
-                f"cannot load the {name} function: route {entry.route!r}: {exc}"
-            ) from None
+            raise _load_error(name, f"route {entry.route!r}: {exc}") from None
     elif trigger.type == TIMER_TRIGGER:
         entry.schedule = trigger_binding.get("schedule")
         entry.run_on_startup = bool(trigger_binding.get("runOnStartup"))
     elif trigger.type not in SUPPORTED_TRIGGERS:
-        raise FunctionLoadError(
-            f"cannot load the {name} function: trigger {trigger.type!r} is not supported by the local host "
-            f"(supported: {', '.join(SUPPORTED_TRIGGERS)})"
+        raise _load_error(
+            name,
+            f"trigger {trigger.type!r} is not supported by the local host "
+            f"(supported: {', '.join(SUPPORTED_TRIGGERS)})",
         )
     return entry
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from .app import FunctionHost, create_app
 from .appsettings import apply_settings, read_host_json, read_local_settings
+from .clock import Clock, SystemClock
 from .invocation import Invoker
 from .keys import HostKeys
 from .registry import TIMER_TRIGGER, FunctionRegistry, load_registry
@@ -34,6 +36,9 @@ class HostConfig:
     load_local_settings: bool = True
     # A socket bound in advance (by `python -m localdev`, which must know the port before the app loads).
     sock: socket.socket | None = None
+    # What timers and retry delays read and sleep on (tests inject a fake one), and the backoff's jitter.
+    clock: Clock | None = None
+    rng: random.Random | None = None
 
 
 @dataclass
@@ -81,16 +86,20 @@ async def start_host(config: HostConfig) -> RunningHost:
     registry = load_registry(app_dir / config.script_file)
     state_dir = config.state_dir if config.state_dir.is_absolute() else app_dir / config.state_dir
     keys = HostKeys.load_or_create(state_dir)
+    clock = config.clock or SystemClock()
     invoker = Invoker(
         str(app_dir),
         max_workers=int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "0")) or None,
         timeout_seconds=host_json.function_timeout_seconds,
+        clock=clock,
+        rng=config.rng,
     )
     timers = TimerService(
         [f for f in registry.functions.values() if f.trigger_type == TIMER_TRIGGER],
         invoker,
         os.environ,
         state_dir,
+        clock,
     )
     function_host = FunctionHost(registry, keys, invoker, timers, host_json.route_prefix, config.auth)
     runner = web.AppRunner(create_app(function_host), access_log=None, handle_signals=False)

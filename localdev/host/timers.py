@@ -1,11 +1,15 @@
 """Timer triggers: NCRONTAB schedules, one run at a time per function, past-due detection.
 
-Like the Functions timer listener: six fields with seconds first (five-field expressions run at second
-0), UTC, `%SETTING%` schedules resolved from app settings, `run_on_startup`, and a run that overruns
-its next occurrence skips it (the next run is the next occurrence after it finished). With a schedule
-monitor (use_monitor, default for schedules slower than once a minute) the last and next occurrences are
-kept in <state-dir>/timers.json, so an occurrence missed while the host was down runs at start-up with
+Like the Functions timer listener: schedules in NCRONTAB (localdev.host.ncrontab), UTC, `%SETTING%`
+resolved from app settings anywhere in the expression, `run_on_startup`, and a run that overruns its next
+occurrence skips it (the next run is the next occurrence after it finished). A timer whose schedule
+cannot be resolved or parsed is put in error (logged, listed with its error by the admin API, never
+fired) while the app's other functions run, as the host does. With a schedule monitor (use_monitor,
+default for schedules slower than once a minute) the last and next occurrences are kept in
+<state-dir>/timers.json, so an occurrence missed while the host was down runs at start-up with
 `past_due=True`, as the storage-backed monitor does in Azure.
+
+All time comes from an injected Clock: the scheduler sleeps on it, so tests advance a fake one.
 """
 
 from __future__ import annotations
@@ -13,84 +17,42 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from azure.functions import meta
-from croniter import croniter
 
+from .clock import Clock, SystemClock
 from .invocation import Invoker
+from .ncrontab import NCrontab, ScheduleError, resolve_settings
 from .registry import RegisteredFunction
 
 _log = logging.getLogger("localdev.host")
 
-_SETTING = re.compile(r"^%([^%]+)%$")
-_MAX_SLEEP = 30.0  # re-check the wall clock at least this often (laptops sleep, clocks jump)
+_MAX_SLEEP = 30.0  # re-read the clock at least this often (laptops sleep, clocks jump)
+
+__all__ = ["ScheduleError", "TimerService", "resolve_schedule", "timer_request"]
 
 
-class ScheduleError(ValueError):
-    """A timer's schedule is missing or invalid; the message names the function and the setting."""
-
-
-def resolve_schedule(function_name: str, schedule: str | None, environ: Mapping[str, str]) -> str:
-    """The NCRONTAB expression of a schedule, with `%SETTING%` looked up in the app settings."""
-    if not schedule:
+def resolve_schedule(function_name: str, schedule: str | None, environ: Mapping[str, str]) -> NCrontab:
+    """The parsed schedule of a timer function; ScheduleError naming the function otherwise."""
+    if not schedule or not schedule.strip():
         raise ScheduleError(f"timer function {function_name} has no schedule")
-    match = _SETTING.match(schedule.strip())
-    if match:
-        setting = match.group(1)
-        value = environ.get(setting)
-        if value is None or not value.strip():
-            raise ScheduleError(
-                f"timer function {function_name}: schedule {schedule} names app setting {setting}, which is "
-                f'not set. Add "{setting}": "0 */5 * * * *" (an NCRONTAB expression) to local.settings.json '
-                "Values or the environment."
-            )
-        return value.strip()
-    return schedule.strip()
-
-
-class NCrontab:
-    """An NCRONTAB expression ({second} {minute} {hour} {day} {month} {day-of-week}), evaluated in UTC."""
-
-    def __init__(self, expression: str, function_name: str = "?") -> None:
-        fields = expression.split()
-        if len(fields) == 5:
-            fields = ["0", *fields]
-        if len(fields) != 6:
-            raise ScheduleError(
-                f"timer function {function_name}: schedule {expression!r} must have six fields "
-                "{second} {minute} {hour} {day} {month} {day-of-week}, e.g. '0 */5 * * * *'"
-            )
-        self.expression = " ".join(fields)
-        # NCRONTAB needs both day-of-month and day-of-week to match (cron's OR does not apply).
-        if not croniter.is_valid(self.expression, second_at_beginning=True):
-            raise ScheduleError(
-                f"timer function {function_name}: schedule {expression!r} is not valid NCRONTAB"
-            )
-
-    def next_after(self, moment: datetime) -> datetime:
-        it = croniter(self.expression, moment, second_at_beginning=True, day_or=False)
-        return it.get_next(datetime)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
+    try:
+        return NCrontab.parse(resolve_settings(schedule.strip(), environ))
+    except ScheduleError as exc:
+        raise ScheduleError(f"timer function {function_name}: {exc}") from None
 
 
 class ScheduleMonitor:
     """Last/next occurrences per timer in <state-dir>/timers.json (Azure keeps them in storage blobs)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, clock: Clock) -> None:
         self._path = path
+        self._clock = clock
         self._status: dict[str, dict[str, str]] = {}
         if path and path.is_file():
             try:
@@ -105,7 +67,7 @@ class ScheduleMonitor:
         status = {
             "Last": last.isoformat(),
             "Next": next_due.isoformat(),
-            "LastUpdated": _utcnow().isoformat(),
+            "LastUpdated": self._clock.now().isoformat(),
         }
         self._status[name] = status
         if self._path:
@@ -139,17 +101,27 @@ class TimerService:
         invoker: Invoker,
         environ: Mapping[str, str],
         state_dir: Path | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._invoker = invoker
+        self._clock = clock or SystemClock()
         self._timers: dict[str, Timer] = {}
+        self.errors: dict[str, str] = {}  # function name -> why it is in error (not scheduled)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._monitor = ScheduleMonitor(state_dir / "timers.json" if state_dir else None)
+        self._monitor = ScheduleMonitor(state_dir / "timers.json" if state_dir else None, self._clock)
         for function in functions:
-            crontab = NCrontab(resolve_schedule(function.name, function.schedule, environ), function.name)
+            try:
+                crontab = resolve_schedule(function.name, function.schedule, environ)
+            except ScheduleError as exc:
+                self.errors[function.name] = str(exc)
+                function.extra["error"] = str(exc)
+                _log.error("function %s is in error and will not run: %s", function.name, exc)
+                continue
             function.extra["resolved_schedule"] = crontab.expression
-            first = crontab.next_after(_utcnow())
-            every_minute_or_faster = (crontab.next_after(first) - first) <= timedelta(minutes=1)
+            first = crontab.next_after(self._clock.now())
+            second = crontab.next_after(first) if first else None
+            every_minute_or_faster = bool(first and second and second - first <= timedelta(minutes=1))
             use_monitor = function.binding.get("useMonitor")
             self._timers[function.name] = Timer(
                 function, crontab, (not every_minute_or_faster) if use_monitor is None else bool(use_monitor)
@@ -177,42 +149,52 @@ class TimerService:
 
     def next_occurrence(self, name: str) -> datetime | None:
         timer = self._timers.get(name)
-        return timer.crontab.next_after(_utcnow()) if timer else None
+        return timer.crontab.next_after(self._clock.now()) if timer else None
 
     async def fire(self, timer: Timer, *, past_due: bool, scheduled: datetime | None) -> None:
-        """One run (with the function's retry policy), never concurrently with another of the same function."""
+        """One run, with its retry policy, never concurrently with another run of the same function."""
         name = timer.function.name
         async with self.lock_for(name):
             status = self._monitor.get(name) if timer.use_monitor else None
             await self._invoker.invoke(timer.function, lambda: timer_request(past_due, status), retry=True)
-            if timer.use_monitor and scheduled is not None:
-                self._monitor.record(name, scheduled, timer.crontab.next_after(_utcnow()))
+            upcoming = timer.crontab.next_after(self._clock.now())
+            if timer.use_monitor and scheduled is not None and upcoming is not None:
+                self._monitor.record(name, scheduled, upcoming)
+
+    async def _sleep_until(self, moment: datetime) -> None:
+        while (remaining := (moment - self._clock.now()).total_seconds()) > 0:
+            await self._clock.sleep(min(remaining, _MAX_SLEEP))
 
     async def _run(self, timer: Timer) -> None:
         name = timer.function.name
         try:
             status = self._monitor.get(name) if timer.use_monitor else None
-            missed = status and status.get("Next") and datetime.fromisoformat(status["Next"]) < _utcnow()
+            now = self._clock.now()
+            missed = status and status.get("Next") and datetime.fromisoformat(status["Next"]) < now
             if missed:
                 _log.info("timer %s missed an occurrence while stopped; running now (past due)", name)
-                await self.fire(timer, past_due=True, scheduled=_utcnow())
+                await self.fire(timer, past_due=True, scheduled=now)
             elif timer.function.run_on_startup:
-                await self.fire(timer, past_due=False, scheduled=_utcnow())
-            next_due = timer.crontab.next_after(_utcnow())
+                await self.fire(timer, past_due=False, scheduled=now)
+            next_due = timer.crontab.next_after(self._clock.now())
+            if next_due is None:
+                _log.warning(
+                    "timer %s: schedule %s never occurs; it will not run", name, timer.crontab.expression
+                )
+                return
             if timer.use_monitor:
                 self._monitor.record(
-                    name, datetime.fromisoformat(status["Last"]) if status else _utcnow(), next_due
+                    name, datetime.fromisoformat(status["Last"]) if status else self._clock.now(), next_due
                 )
             _log.info(
                 "timer %s: schedule %s, next run %s", name, timer.crontab.expression, next_due.isoformat()
             )
-            while True:
-                while (remaining := (next_due - _utcnow()).total_seconds()) > 0:
-                    await asyncio.sleep(min(remaining, _MAX_SLEEP))
+            while next_due is not None:
+                await self._sleep_until(next_due)
                 await self.fire(timer, past_due=False, scheduled=next_due)
                 # An overrun skips the occurrences it covered, as the Functions timer listener does.
-                next_due = timer.crontab.next_after(max(next_due, _utcnow()))
+                next_due = timer.crontab.next_after(max(next_due, self._clock.now()))
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - a scheduler bug must be logged, not kill the host silently
             _log.exception("timer %s stopped unexpectedly", name)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from localdev.host.appsettings import read_local_settings
-from localdev.host.timers import NCrontab
+from localdev.host.ncrontab import NCrontab
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def test_example_settings_supply_production_sensible_schedules(tmp_path: Path) -
     values, _ = read_local_settings(tmp_path)
     for setting in ("ROTATION_SCHEDULE", "CLEANUP_SCHEDULE"):
         assert setting in values, f"local.settings.json.example must set {setting}"
-        crontab = NCrontab(values[setting], setting)
+        crontab = NCrontab.parse(values[setting])
         first = crontab.next_after(datetime.now(UTC))
         assert (crontab.next_after(first) - first).total_seconds() >= 60, (
             f"{setting} fires more than once a minute"

@@ -76,7 +76,8 @@ def test_load_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
-def test_missing_schedule_setting_names_it(tmp_path: Path) -> None:
+def test_missing_schedule_setting_puts_only_that_function_in_error(tmp_path: Path) -> None:
+    """Azure puts the timer in error and serves the rest; the old host exited 2 and served nothing."""
     run = LocaldevProcess(
         tmp_path / "state",
         "host",
@@ -87,5 +88,11 @@ def test_missing_schedule_setting_names_it(tmp_path: Path) -> None:
         "--port",
         "0",
     )
-    assert run.process.wait(timeout=30) == 2
-    assert "NOT_A_SETTING_ANYWHERE" in run.stderr_path.read_text()
+    try:
+        env = run.wait_ready()
+        assert requests.get(f"{env['FUNCTIONS_BASE_URL']}/api/alive", timeout=10).text == "yes"
+        output = run.output()
+        assert "function orphan is in error and will not run" in output
+        assert "NOT_A_SETTING_ANYWHERE" in output
+    finally:
+        assert run.terminate() == 0

@@ -26,7 +26,9 @@ NEVER = "0 0 0 1 1 *"  # timers must not fire on their own during these tests
 async def real_host(tmp_path, clean_environ, vault_env, vault_control):
     clean_environ["ROTATION_SCHEDULE"] = NEVER
     clean_environ["CLEANUP_SCHEDULE"] = NEVER
-    clean_environ["ROTATION_LOCK"] = "off"  # one host process and no Azurite here: the in-process lock suffices
+    clean_environ["ROTATION_LOCK"] = (
+        "off"  # one host process and no Azurite here: the in-process lock suffices
+    )
     running = await start_host(HostConfig(app_dir=REPO, port=0, state_dir=tmp_path / "state"))
     yield running
     await running.stop()

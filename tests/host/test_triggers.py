@@ -131,9 +131,16 @@ async def test_missed_occurrence_runs_past_due_at_startup(host_factory, tmp_path
     assert datetime.fromisoformat(status["Next"]) > datetime.now(UTC)
 
 
-async def test_missing_schedule_setting_is_a_startup_error(host_factory) -> None:
-    with pytest.raises(ValueError, match="NOT_A_SETTING_ANYWHERE"):
-        await host_factory("broken", script="missing_setting.py")
+async def test_missing_schedule_setting_puts_that_timer_in_error(host_factory, http, caplog) -> None:
+    caplog.set_level(logging.ERROR, logger="localdev.host")
+    running = await host_factory("broken", script="missing_setting.py")
+    assert "function orphan is in error and will not run" in caplog.text
+    assert "NOT_A_SETTING_ANYWHERE" in caplog.text
+    async with http.get(f"{running.base_url}/api/alive") as resp:
+        assert await resp.text() == "yes"
+    async with http.get(f"{running.base_url}/admin/functions/orphan", headers=master(running)) as resp:
+        described = await resp.json()
+    assert "NOT_A_SETTING_ANYWHERE" in described["error"] and described["nextRun"] is None
 
 
 @pytest.mark.parametrize(
@@ -143,7 +150,8 @@ async def test_missing_schedule_setting_is_a_startup_error(host_factory) -> None
         ("no_app.py", "Could not find top level function app instances in no_app.py."),
         (
             "bad_params.py",
-            "the following parameters are declared in Python but not in function.json: {'request'}",
+            "the following parameters are declared in Python but not in the function definition "
+            "(function.json or function decorators):  {'request'}",
         ),
     ],
 )

@@ -1,0 +1,13 @@
+"""Fixture: minimum_interval "00:30" (the worker reads intervals as %H:%M:%S only)."""
+
+import azure.functions as func
+
+app = func.FunctionApp()
+
+
+@app.retry(
+    strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:30", maximum_interval="00:05:00"
+)
+@app.timer_trigger(arg_name="timer", schedule="0 0 * * * *")
+def hourly(timer: func.TimerRequest) -> None:
+    return None
