@@ -121,9 +121,14 @@ def _banner(host: RunningHost, state_dir: Path, vault: Any | None, auth: bool, r
             )
         elif function.schedule is not None:
             upcoming = host.host.timers.next_occurrence(function.name)
+            when = (
+                f"next {upcoming:%Y-%m-%d %H:%M:%S}Z"
+                if upcoming
+                else f"IN ERROR, not running: {function.extra.get('error', 'its schedule never occurs')}"
+            )
             lines.append(
                 f"    {function.name}: timer {function.schedule} = "
-                f"{function.extra.get('resolved_schedule')}, next {upcoming:%Y-%m-%d %H:%M:%S}Z{state}"
+                f"{function.extra.get('resolved_schedule')}, {when}{state}"
             )
         else:
             lines.append(
