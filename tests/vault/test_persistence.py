@@ -157,3 +157,62 @@ def test_crash_mid_write_leaves_a_consistent_store(tmp_path, monkeypatch) -> Non
         assert survivors - set(acknowledged) <= {f"crash-{len(acknowledged)}"}
     finally:
         restarted.stop()
+
+
+def _modes(state_dir: Path) -> dict[str, int]:
+    found = {".": state_dir.stat().st_mode & 0o777}
+    for path in state_dir.rglob("*"):
+        found[str(path.relative_to(state_dir))] = path.stat().st_mode & 0o777
+    return found
+
+
+def test_every_state_file_is_owner_only_whatever_the_umask(tmp_path, monkeypatch) -> None:
+    state = tmp_path / "state"
+    previous = os.umask(0o022)  # the usual umask: before, vault.env, the SQLite files and dirs were 0644/0755
+    try:
+        vault = start_vault_in_thread(_config(state))
+        try:
+            _use(vault, monkeypatch)
+            with make_sync_client(vault) as client:
+                client.set_secret("private", "value")
+            modes = _modes(state)
+        finally:
+            vault.stop()
+    finally:
+        os.umask(previous)
+    assert {"vault.env", "vault.sqlite3", "vault.sqlite3-wal", "vault.sqlite3-shm", "control.key"} <= set(
+        modes
+    )
+    loose = {n: oct(m) for n, m in modes.items() if m != (0o700 if (state / n).is_dir() else 0o600)}
+    assert loose == {}
+
+
+def test_a_state_dir_from_an_older_checkout_is_tightened(tmp_path) -> None:
+    state = tmp_path / "state"
+    (state / "tls").mkdir(parents=True)
+    (state / "vault.env").write_text("KEY_VAULT_URL=https://localhost:1\n")
+    for path, mode in ((state, 0o755), (state / "tls", 0o755), (state / "vault.env", 0o644)):
+        os.chmod(path, mode)
+    vault = start_vault_in_thread(replace(_config(state), write_env_file=False))
+    try:
+        assert state.stat().st_mode & 0o777 == 0o700
+        assert (state / "tls").stat().st_mode & 0o777 == 0o700
+        assert (state / "vault.env").stat().st_mode & 0o777 == 0o600
+    finally:
+        vault.stop()
+
+
+def test_a_start_refused_for_a_busy_state_dir_changes_none_of_its_files(tmp_path) -> None:
+    running = start_vault_in_thread(_config(tmp_path))
+    try:
+        before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+        assert before["vault.lock"] == str(os.getpid()).encode()
+        with pytest.raises(StateDirInUse) as refused:
+            start_vault_in_thread(_config(tmp_path))
+        message = str(refused.value)
+        assert message.startswith(f"another local Key Vault is using {tmp_path}")
+        assert "Stop it" in message and "--state-dir" in message
+        after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+        assert after == before  # vault.lock was truncated to 0 bytes by the refused start before
+    finally:
+        running.stop()
