@@ -11,8 +11,9 @@ from blueprints.events import bp as events
 from blueprints.meta import bp as meta
 from blueprints.rotation import bp as rotation
 from blueprints.secrets_http import bp as secrets_http
+from blueprints.status import bp as status
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (secrets_http, rotation, cleanup, events, meta):
+for blueprint in (secrets_http, rotation, cleanup, events, meta, status):
     app.register_functions(blueprint)

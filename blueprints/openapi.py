@@ -20,6 +20,8 @@ from shared.validation import (
     MAX_VALUE_BYTES,
 )
 
+from .status import openapi_paths as status_paths
+
 # Mirrors shared.rotation's enums (tests/app/test_meta.py checks they agree).
 ROTATION_STATUSES = ["UpToDate", "Due", "Expired", "PendingRecovery", "Disabled", "Error"]
 ROTATION_OUTCOMES = [
@@ -438,6 +440,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("RotationPlan"), "The plan."), **_errors(*_VAULT_ERRORS)},
             }
         },
+        **status_paths(_errors(400, *_VAULT_ERRORS)),
         "/api/health": {
             "get": {
                 "operationId": "health",
