@@ -38,7 +38,7 @@ def test_every_operation_conforms_to_the_served_document(
     assert served.status_code == 200  # anonymous: no key sent
     schema = schemathesis.openapi.from_dict(served.json())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == 11  # + GET /api/status and /api/status.json (issue 13)
     headers = {"x-functions-key": live_host.function_key}
     checks = CHECKS + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
     calls = 0
