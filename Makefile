@@ -6,6 +6,13 @@ STAMP  := $(VENV)/.installed
 
 NODE_STAMP := node_modules/.package-lock.json
 
+# The worker referee (tests/host/test_worker_parity.py): Microsoft's Python 3.13 worker in its own venv.
+# (a python3.13 that runs; a pyenv shim without a selected 3.13 does not, so pyenv's own builds come first)
+WORKER_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) \
+	$(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null))
+WORKER_VENV   := .venv-worker
+WORKER_STAMP  := $(WORKER_VENV)/.installed
+
 .PHONY: run test check bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -20,10 +27,15 @@ $(NODE_STAMP): package.json package-lock.json
 	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: the blob-lease and JavaScript SDK tests will be skipped (they need Node.js)"; fi
 
+$(WORKER_STAMP): requirements-worker.txt requirements.txt
+	@if [ -z "$(WORKER_PYTHON)" ]; then echo "no python3.13 found: the worker parity test will be skipped"; else \
+	$(WORKER_PYTHON) -m venv $(WORKER_VENV) && $(WORKER_VENV)/bin/python -m pip install --quiet --upgrade pip && \
+	$(WORKER_VENV)/bin/python -m pip install --quiet -r requirements-worker.txt && touch $(WORKER_STAMP); fi
+
 run: $(STAMP)   ## local Key Vault + identity endpoint + Functions host
 	$(PY) -m localdev $(ARGS)
 
-test: $(STAMP) $(NODE_STAMP)  ## the whole suite
+test: $(STAMP) $(NODE_STAMP) $(WORKER_STAMP)  ## the whole suite
 	$(PY) -m pytest $(ARGS)
 
 check: $(STAMP)  ## gates: formatting, lint, types (strict on the deployed app)
@@ -36,4 +48,4 @@ bench: $(STAMP) ## benchmarks (figures, not pass/fail)
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .localdev .pytest_cache .hypothesis
+	rm -rf $(VENV) $(WORKER_VENV) node_modules .localdev .pytest_cache .hypothesis

@@ -33,7 +33,7 @@ def test_example_is_the_fallback_and_no_file_is_fine(tmp_path: Path) -> None:
 
 def test_broken_settings_file_names_itself(tmp_path: Path) -> None:
     (tmp_path / "local.settings.json").write_text("{ not json")
-    with pytest.raises(AppSettingsError, match="local.settings.json is not valid JSON"):
+    with pytest.raises(AppSettingsError, match=r"local\.settings\.json is not valid JSON"):
         read_local_settings(tmp_path)
     write(tmp_path / "local.settings.json", {"Values": ["not", "an", "object"]})
     with pytest.raises(AppSettingsError, match="Values"):

@@ -1,4 +1,4 @@
-"""`python -m localdev` as users run it, against a fixture app: banner, host.env, clean SIGTERM, exit codes."""
+"""`python -m localdev` as users run it, on a fixture app: banner, host.env, clean SIGTERM, exit codes."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -93,7 +94,7 @@ async def test_runs_of_one_timer_never_overlap(host_factory, clean_environ) -> N
     calls = app_module(running).CALLS
     assert await wait_for(lambda: len(calls["slow"]) >= 2, timeout=5.0)
     runs = sorted(calls["slow"])
-    for (_, previous_end), (next_start, _) in zip(runs, runs[1:]):
+    for (_, previous_end), (next_start, _) in itertools.pairwise(runs):
         assert next_start >= previous_end
 
 
@@ -272,7 +273,8 @@ async def test_event_grid_schema_array_is_one_invocation_per_event(host, http) -
 
 
 async def test_cloudevent_single_object_and_case_insensitive_path(host, http) -> None:
-    url = f"{host.base_url}/runtime/webhooks/EventGrid?functionName=on_event&code={host.keys.eventGridSystemKey}"
+    key = host.keys.eventGridSystemKey
+    url = f"{host.base_url}/runtime/webhooks/EventGrid?functionName=on_event&code={key}"
     async with http.post(
         url,
         data=json.dumps(KV_CLOUD_EVENT),

@@ -5,7 +5,7 @@ It plays the platform's proxy worker: compiles host_worker.proto, then sends azu
 start-up requests in the host's order, each wrapped as the proxy wraps it (a request with `.name`,
 `.request` = the StreamingMessage, `.properties` = {"protos", "host"} at init):
 
-  WorkerInitRequest (the runtime indexes the app here) -> FunctionsMetadataRequest -> FunctionLoadRequest each.
+  WorkerInitRequest (the runtime indexes the app) -> FunctionsMetadataRequest -> FunctionLoadRequest each.
 
 Output: {"init": {"status", "error"}, "functions": [metadata...], "loads": {name: status}}, where each
 metadata entry is RpcFunctionMetadata as JSON (MessageToDict, proto field names) with raw_bindings parsed.
@@ -58,9 +58,8 @@ def status_of(protos: Any, result: Any) -> dict[str, Any]:
 
 
 async def drive(app_dir: Path, protos: Any) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
-
     import azure_functions_runtime as runtime
+    from google.protobuf.json_format import MessageToDict
 
     init = protos.StreamingMessage(
         request_id="init",
