@@ -12,47 +12,42 @@ Decisions use listed properties only; values are never read.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from .audit import audited
-from .errors import VAULT_FAILURES, DomainError, VaultCall, from_vault_error
-from .locks import LockUnavailable, SecretBusy, SecretLocks
-from .rotation.engine import PROCESS_LOCKS, utc_now
-from .rotation.history import SecretHistory, read_history
-from .rotation.policy import (
-    DEFAULT_OVERLAP_DAYS,
-    TAG_DELETE_EXPIRED,
-    TAG_REVOKED,
-    PolicyError,
-    RotationPolicy,
-    VersionInfo,
-    format_age,
-    format_time,
-    tag,
+from .errors import (
+    DomainError,
+    LockUnavailable,
+    SecretBusy,
+    VaultCall,
+    VaultErrorCodes,
+    from_vault_error,
+    vault_failures,
 )
-from .rotation.results import SweepSummary, remember
-from .rotation.throttle import VaultCalls, process_limiters
+from .locks import PROCESS_LOCKS, SecretLocks
+from .rotation.policy import DEFAULT_OVERLAP_DAYS, TAG_DELETE_EXPIRED, PolicyError, RotationPolicy, format_age
 from .scope import is_owned, name_in_scope
 from .settings import Settings
+from .vault.calls import Deadline, VaultCalls, process_limiters
+from .vault.pager import pages, read_history
+from .vault.sweep import SweepRunner, SweepSummary, remember
+from .vault.versions import TAG_REVOKED, SecretHistory, VersionInfo, format_time, tag, utc_now
 
 _log = logging.getLogger(__name__)
-PROGRESS_EVERY_SECONDS = 10.0
 
 
-class CleanupAction(str, Enum):
+class CleanupAction(StrEnum):
     DISABLE_VERSION = "DisableVersion"
     DELETE_EXPIRED = "DeleteExpired"
     PURGE = "Purge"
 
 
-class CleanupOutcome(str, Enum):
+class CleanupOutcome(StrEnum):
     DONE = "Done"
     WOULD_DO = "WouldDo"
     PURGE_PROTECTED = "PurgeProtected"
@@ -171,13 +166,11 @@ class CleanupEngine:
         settings: Settings,
         *,
         now: Callable[[], datetime] = utc_now,
-        calls: VaultCalls | None = None,
         locks: SecretLocks | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.now = now
-        self.calls = calls or VaultCalls()
         self.locks = locks or PROCESS_LOCKS
 
     def _in_scope(self, current: VersionInfo) -> bool:
@@ -188,131 +181,107 @@ class CleanupEngine:
     async def sweep(
         self, *, dry_run: bool = False, budget_seconds: float | None = None, include_items: bool = False
     ) -> SweepSummary:
+        """Plan and act on the live secrets, then (when the listing completed) on the deleted ones."""
         budget = self.settings.rotation_budget_seconds if budget_seconds is None else budget_seconds
-        deadline = time.monotonic() + budget
+        deadline = Deadline(budget)
+        calls = VaultCalls(
+            limiters=process_limiters(), deadline=deadline, read_timeout=self.settings.request_timeout_seconds
+        )
         summary = SweepSummary(kind="cleanup", dry_run=dry_run, started_at=self.now())
-        base = (self.calls.transactions, self.calls.retries, self.calls.throttled)
-        semaphore = asyncio.Semaphore(max(1, self.settings.rotation_concurrency))
-        tasks: list[asyncio.Task[None]] = []
-
-        def progress() -> None:
-            summary.progress(_log, PROGRESS_EVERY_SECONDS)
+        runner: SweepRunner[Any] = SweepRunner(
+            summary, deadline, concurrency=self.settings.rotation_concurrency, log=_log
+        )
 
         def record(step: CleanupStep) -> None:
-            summary.outcomes[f"{step.action.value}:{step.outcome.value}"] += 1
-            if step.outcome is CleanupOutcome.DEFERRED:
-                summary.remaining += 1
+            error = None
             if step.outcome is CleanupOutcome.FAILED:
-                summary.errors.append(
-                    {"name": step.name, "code": step.error_code or "Error", "reason": step.reason}
-                )
+                error = {"name": step.name, "code": step.error_code or "Error", "reason": step.reason}
+            summary.count(
+                f"{step.action.value}:{step.outcome.value}",
+                deferred=step.outcome is CleanupOutcome.DEFERRED,
+                error=error,
+            )
             if include_items:
                 summary.items.append(step.to_dict())
-            progress()  # acting on a big vault outlasts its listing: report while steps complete too
 
-        async def bounded(job: Any) -> None:
-            async with semaphore:
-                if time.monotonic() > deadline:
-                    job.close()  # never started: the next run does it
-                    summary.remaining += 1
-                    return
-                await job
-
-        async def tidy(current: VersionInfo) -> None:
+        def tidy(props: Any) -> Callable[[], Awaitable[None]] | None:
+            current = VersionInfo.from_properties(props)
+            if not self._in_scope(current):
+                return None
+            summary.managed += 1
             expired = plan_expired_delete(current, self.now(), self.settings)
             if expired is not None:
-                await self._act(expired, dry_run, record)
-                return
-            try:
-                async with self.locks.hold(current.name):
-                    history = await self._history(current.name, record)
-                    if history is None:
-                        return
-                    for step in plan_revocations(history, self.now(), self.settings.cleanup_keep_versions):
-                        await self._act(step, dry_run, record, history)
-            except (SecretBusy, LockUnavailable) as exc:
-                busy = isinstance(exc, SecretBusy)
-                record(
-                    CleanupStep(
-                        CleanupAction.DISABLE_VERSION,
-                        current.name,
-                        exc.message,
-                        outcome=CleanupOutcome.DEFERRED if busy else CleanupOutcome.FAILED,
-                        error_code=exc.code,
-                    )
-                )
+                return lambda: self._act(calls, expired, dry_run, record)
+            return lambda: self._revoke_superseded(calls, current.name, dry_run, record)
 
-        async def run() -> None:
-            listing_done = False
-            live_pages = self.client.list_properties_of_secrets(max_page_size=25)
-            async for page in self.calls.pages("GetSecrets", live_pages):
-                summary.pages += 1
-                for props in page:
-                    summary.listed += 1
-                    current = VersionInfo.from_properties(props)
-                    if not self._in_scope(current):
-                        continue
-                    summary.managed += 1
-                    tasks.append(asyncio.create_task(bounded(tidy(current))))
-                progress()
-                if time.monotonic() > deadline:
-                    summary.listing_complete = False
-                    break
-            else:
-                listing_done = True
-            await asyncio.gather(*tasks)
+        def purge(deleted: Any) -> Callable[[], Awaitable[None]] | None:
+            step = plan_purge(deleted, self.now(), self.settings)
+            if step is None:
+                return None
+            if step.outcome is CleanupOutcome.PURGE_NOT_ALLOWED:
+                record(step)
+                return None
+            return lambda: self._act(calls, step, dry_run, record)
 
-            if listing_done and time.monotonic() <= deadline:
-                deleted_pages = self.client.list_deleted_secrets(max_page_size=25)
-                async for page in self.calls.pages("GetDeletedSecrets", deleted_pages):
-                    summary.pages += 1
-                    for deleted in page:
-                        step = plan_purge(deleted, self.now(), self.settings)
-                        if step is None:
-                            continue
-                        if step.outcome is CleanupOutcome.PURGE_NOT_ALLOWED:
-                            record(step)
-                        else:
-                            tasks.append(asyncio.create_task(bounded(self._act(step, dry_run, record))))
-                    if time.monotonic() > deadline:
-                        summary.listing_complete = False
-                        break
-                await asyncio.gather(*tasks)
+        def defer(item: Any) -> None:
+            summary.count("Deferred", deferred=True)
 
         try:
-            await run()
-        except BaseException as exc:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if not isinstance(exc, (DomainError, *VAULT_FAILURES)):
-                raise
+            live = pages(
+                calls, "GetSecrets", self.client.list_properties_of_secrets, vault_url=self.settings.vault_url
+            )
+            await runner.run(live, tidy, defer)
+            if summary.listing_complete and not deadline.spent:
+                deleted = pages(
+                    calls,
+                    "GetDeletedSecrets",
+                    self.client.list_deleted_secrets,
+                    vault_url=self.settings.vault_url,
+                )
+                await runner.run(deleted, purge, defer)
+        except (DomainError, *vault_failures()) as exc:
             # the vault could not be listed: say so in the run's summary, then fail the run with advice
             error = (
                 exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))
             )
-            summary.listing_failed(error)
-            summary.finish(
-                self.calls.transactions - base[0],
-                self.calls.retries - base[1],
-                self.calls.throttled - base[2],
-            )
-            summary.log()
+            summary.listing_failed(error.code, error.message)
+            summary.finish(calls).log()
             if error is exc:
                 raise
             raise error from exc
-        summary.finish(
-            self.calls.transactions - base[0], self.calls.retries - base[1], self.calls.throttled - base[2]
-        )
-        summary.log()
+        summary.finish(calls).log()
         remember(summary)
         return summary
 
-    async def _history(self, name: str, record: Callable[[CleanupStep], None]) -> SecretHistory | None:
+    async def _revoke_superseded(
+        self, calls: VaultCalls, name: str, dry_run: bool, record: Callable[[CleanupStep], None]
+    ) -> None:
         try:
-            history = await read_history(self.calls, self.client, name)
+            async with self.locks.hold(name):
+                history = await self._history(calls, name, record)
+                if history is None:
+                    return
+                for step in plan_revocations(history, self.now(), self.settings.cleanup_keep_versions):
+                    await self._act(calls, step, dry_run, record, history)
+        except (SecretBusy, LockUnavailable) as exc:
+            busy = isinstance(exc, SecretBusy)
+            record(
+                CleanupStep(
+                    CleanupAction.DISABLE_VERSION,
+                    name,
+                    exc.message,
+                    outcome=CleanupOutcome.DEFERRED if busy else CleanupOutcome.FAILED,
+                    error_code=exc.code,
+                )
+            )
+
+    async def _history(
+        self, calls: VaultCalls, name: str, record: Callable[[CleanupStep], None]
+    ) -> SecretHistory | None:
+        try:
+            history = await read_history(calls, self.client, name)
         except (
-            VAULT_FAILURES
+            vault_failures()
         ) as exc:  # one secret's vault failure is counted, the sweep goes on; bugs surface
             error = from_vault_error(exc, VaultCall(name, "metadata"))
             record(
@@ -329,6 +298,7 @@ class CleanupEngine:
 
     async def _act(
         self,
+        calls: VaultCalls,
         step: CleanupStep,
         dry_run: bool,
         record: Callable[[CleanupStep], None],
@@ -347,7 +317,7 @@ class CleanupEngine:
                     info = history.find(step.version)
                     tags = dict(info.tags if info else {})
                     tags[TAG_REVOKED] = format_time(self.now())
-                    await self.calls.call(
+                    await calls.call(
                         "UpdateSecret",
                         self.client.update_secret_properties,
                         step.name,
@@ -356,19 +326,15 @@ class CleanupEngine:
                         tags=tags,
                     )
                 elif step.action is CleanupAction.DELETE_EXPIRED:
-                    await self.calls.call("DeleteSecret", self.client.delete_secret, step.name)
+                    await calls.call("DeleteSecret", self.client.delete_secret, step.name)
                 else:
-                    await self.calls.call("PurgeDeletedSecret", self.client.purge_deleted_secret, step.name)
+                    await calls.call("PurgeDeletedSecret", self.client.purge_deleted_secret, step.name)
             step.outcome = CleanupOutcome.DONE
         except ResourceNotFoundError:
             step.outcome = CleanupOutcome.GONE
             step.reason += "; already gone"
         except HttpResponseError as exc:
-            if (
-                step.action is CleanupAction.PURGE
-                and exc.status_code == 403
-                and "purge protection" in str(exc).lower()
-            ):
+            if step.action is CleanupAction.PURGE and VaultErrorCodes.of(exc).purge_protected:
                 step.outcome = CleanupOutcome.PURGE_PROTECTED
                 step.reason += (
                     "; the vault has purge protection on, so Key Vault purges it at its scheduled date"
@@ -382,7 +348,7 @@ class CleanupEngine:
         except DomainError as exc:
             step.outcome, step.error_code = CleanupOutcome.FAILED, exc.code
             step.reason += f"; failed: {exc.message}"
-        except VAULT_FAILURES as exc:  # transport failures; a bug is not a vault failure and surfaces
+        except vault_failures() as exc:  # transport failures; a bug is not a vault failure and surfaces
             error = from_vault_error(exc, VaultCall(step.name, "write"))
             step.outcome, step.error_code = CleanupOutcome.FAILED, error.code
             step.reason += f"; failed: {error.message}"
@@ -396,4 +362,4 @@ async def default_cleanup() -> CleanupEngine:
 
     settings = get_settings()
     PROCESS_LOCKS.distributed = await lease_lock_for(settings)
-    return CleanupEngine(await get_secret_client(), settings, calls=VaultCalls(limiters=process_limiters()))
+    return CleanupEngine(await get_secret_client(), settings)

@@ -6,14 +6,21 @@ and Event Grid blueprints log `error.code`. No message here ever contains a secr
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from azure.core.exceptions import AzureError
 
-# What the vault or the network can cause; anything else is a bug and must surface as one, unmapped.
-VAULT_FAILURES: tuple[type[BaseException], ...] = (AzureError, asyncio.TimeoutError, OSError)
+@cache
+def vault_failures() -> tuple[type[BaseException], ...]:
+    """What the vault or the network can cause; anything else is a bug and must surface as one, unmapped.
+
+    A function, not a constant, so importing this module does not import azure.core (cold start):
+    `except vault_failures() as exc:` evaluates it only when an exception is being matched."""
+    from azure.core.exceptions import AzureError
+
+    return (AzureError, TimeoutError, OSError)
+
 
 # The role a caller's managed identity needs for each kind of vault call (named in 403 mappings).
 ROLE_FOR_ACCESS = {
@@ -118,46 +125,40 @@ class VaultCall:
     access: str = "metadata"  # one of ROLE_FOR_ACCESS's keys
 
 
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    raw = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
+@dataclass(frozen=True)
+class VaultErrorCodes:
+    """What Key Vault said, read from the exception's status and its KeyVaultError body — never by
+    searching the exception's text."""
 
+    status: int
+    code: str
+    inner: str
+    message: str
 
-def _vault_codes(exc: Any) -> tuple[str, str]:
-    """(error.code, innererror.code) from a KeyVaultError body, when there is one."""
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None) or ""
-    inner = getattr(error, "innererror", None)
-    inner_code = ""
-    if isinstance(inner, dict):
-        inner_code = inner.get("code") or ""
-    elif inner is not None:
-        inner_code = getattr(inner, "code", "") or ""
-    if not inner_code:
-        message = str(getattr(error, "message", "") or "")
-        for known in (
-            "ObjectIsDeletedButRecoverable",
-            "ObjectIsBeingRecovered",
-            "ObjectIsBeingDeleted",
-            "ForbiddenByRbac",
-            "SecretDisabled",
-            "AccessDenied",
-            "ForbiddenByFirewall",
-        ):
-            if known.lower() in message.lower() or known.lower() in str(exc).lower():
-                inner_code = known
-                break
-    return code, inner_code
+    @classmethod
+    def of(cls, exc: BaseException) -> VaultErrorCodes:
+        error = getattr(exc, "error", None)
+        inner = getattr(error, "innererror", None)
+        if isinstance(inner, dict):
+            inner_code = str(inner.get("code") or "")
+        else:
+            inner_code = str(getattr(inner, "code", "") or "")
+        return cls(
+            status=int(getattr(exc, "status_code", None) or 0),
+            code=str(getattr(error, "code", "") or ""),
+            inner=inner_code,
+            message=str(getattr(error, "message", "") or ""),
+        )
+
+    @property
+    def purge_protected(self) -> bool:
+        # The one error Key Vault gives no inner code for: its message is the only signal.
+        return self.status == 403 and "purge protection" in self.message.lower()
 
 
 def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
     """Map an azure-core / Key Vault exception to a DomainError with a message that says what to do."""
-    from azure.core.exceptions import (
+    from azure.core.exceptions import (  # lazily: the common path never needs them
         ClientAuthenticationError,
         HttpResponseError,
         ResourceExistsError,
@@ -168,17 +169,20 @@ def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
         ServiceResponseTimeoutError,
     )
 
+    from .vault.retry import retry_after_of
+
     if isinstance(exc, DomainError):
         return exc
     what = f"secret '{call.name}'" if call.name else "the vault"
     # The transport's read/connect timeouts are timeouts too (504), not an unreachable vault (502).
-    timeouts = (asyncio.TimeoutError, TimeoutError, ServiceRequestTimeoutError, ServiceResponseTimeoutError)
+    timeouts = (TimeoutError, ServiceRequestTimeoutError, ServiceResponseTimeoutError)
     if isinstance(exc, timeouts):
         return VaultTimeout(f"Key Vault did not answer in time for {what}; retry later.")
     if isinstance(exc, ResourceNotFoundError):
         return SecretNotFound(f"Secret '{call.name}' was not found in the vault.")
+    codes = VaultErrorCodes.of(exc)
+    inner = codes.inner
     if isinstance(exc, ResourceExistsError):
-        _, inner = _vault_codes(exc)
         if inner == "ObjectIsDeletedButRecoverable":
             return SecretDeletedButRecoverable(
                 f"Secret '{call.name}' is deleted but recoverable, so its name cannot be reused. Recover it with "
@@ -196,13 +200,12 @@ def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
             "(and AZURE_CLIENT_ID names it, for a user-assigned identity) and that KEY_VAULT_URL is right."
         )
     if isinstance(exc, HttpResponseError):
-        status = exc.status_code or 0
-        _, inner = _vault_codes(exc)
+        status = codes.status
         if status == 403 and inner == "SecretDisabled":
             return SecretDisabled(
                 f"The current version of secret '{call.name}' is disabled; enable it or write a new one."
             )
-        if status == 403 and "purge protection" in str(exc).lower():
+        if codes.purge_protected:
             return SecretConflict(
                 f"Secret '{call.name}' cannot be purged: the vault has purge protection on."
             )
@@ -214,7 +217,7 @@ def from_vault_error(exc: BaseException, call: VaultCall) -> DomainError:
             )
         if status == 429:
             return VaultThrottled(
-                "Key Vault is throttling requests; retry later.", retry_after=_retry_after(exc) or 10
+                "Key Vault is throttling requests; retry later.", retry_after=retry_after_of(exc) or 10
             )
         if status in (408, 504):
             return VaultTimeout(f"Key Vault timed out on {what}; retry later.")
@@ -265,3 +268,44 @@ class CrossInstanceLockRequired(DomainError):
     """A rotator that changes an external target runs only under the cross-instance lease."""
 
     status, code = 503, "CrossInstanceLockRequired"
+
+
+class BudgetSpent(DomainError):
+    """A run's time budget ended before this call could start: the next run does it."""
+
+    status, code, transient = 503, "BudgetSpent", True
+
+
+# ------------------------------------------------------------------ rotation and its locks
+
+
+class RotationNotConfigured(DomainError):
+    status, code = 409, "RotationNotConfigured"
+
+
+class RotationPolicyInvalid(DomainError):
+    status, code = 409, "RotationPolicyInvalid"
+
+
+class SecretBusy(DomainError):
+    """Another instance holds the secret's lease for longer than we wait."""
+
+    status, code = 409, "SecretBusy"
+
+
+class LockUnavailable(DomainError):
+    """The lease store (AzureWebJobsStorage) cannot be reached or refuses us."""
+
+    status, code, transient = 503, "LockUnavailable", True
+
+
+def transient_codes() -> frozenset[str]:
+    """The codes of every DomainError that may succeed later unchanged (`transient`)."""
+    found: set[str] = set()
+    pending: list[type[DomainError]] = [DomainError]
+    while pending:
+        cls = pending.pop()
+        if cls.transient:
+            found.add(cls.code)
+        pending.extend(cls.__subclasses__())
+    return frozenset(found)

@@ -46,11 +46,14 @@ def build_client(settings: Settings, credential: AsyncTokenCredential) -> Secret
     """An aio SecretClient whose retries fit inside the function timeout."""
     from azure.keyvault.secrets.aio import SecretClient
 
+    from .vault.retry import build_request_counter, build_retry_policy
+
+    quiet_sdk_loggers()
     kwargs: dict[str, object] = {
         "verify_challenge_resource": settings.verify_challenge_resource,
-        "retry_total": settings.retry_total,
-        "retry_backoff_factor": 0.5,
-        "retry_backoff_max": 8,
+        # the one retry layer (shared.vault.retry): every method, at most retry_total + 1 requests per call
+        "retry_policy": build_retry_policy(settings),
+        "per_retry_policies": [build_request_counter()],
         "logging_enable": False,  # never let the SDK's HTTP logging near a body
         "transport": build_transport(
             settings.ca_bundle, connection_timeout=10, read_timeout=settings.request_timeout_seconds
@@ -60,6 +63,20 @@ def build_client(settings: Settings, credential: AsyncTokenCredential) -> Secret
     if proxies:
         kwargs["proxies"] = proxies
     return SecretClient(vault_url=settings.vault_url, credential=credential, **kwargs)
+
+
+# azure-core logs every request at INFO. host.json's log levels filter the host's categories, not the
+# worker's Python loggers, so in Azure those lines would reach Application Insights unless set here.
+SDK_LOGGERS = ("azure.core", "azure.identity", "azure.keyvault", "azure.storage", "azure.monitor")
+
+
+def quiet_sdk_loggers() -> None:
+    """Azure SDK loggers at WARNING unless the operator chose a level (AZURE_SDK_LOG_LEVEL=INFO, DEBUG)."""
+    import os
+
+    level = (os.environ.get("AZURE_SDK_LOG_LEVEL") or "WARNING").strip().upper()
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(level if level in logging.getLevelNamesMapping() else "WARNING")
 
 
 def environment_proxies(url: str) -> dict[str, str] | None:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
-from .errors import DomainError
+from .errors import LockUnavailable, SecretBusy
 from .settings import Settings
 
 T = TypeVar("T")
@@ -30,18 +30,6 @@ LEASE_STORE_RETRY: dict[str, int] = {
     "retry_total": 2,
     "random_jitter_range": 1,
 }
-
-
-class SecretBusy(DomainError):
-    """Another instance holds the secret's lease for longer than we wait."""
-
-    status, code = 409, "SecretBusy"
-
-
-class LockUnavailable(DomainError):
-    """The lease store (AzureWebJobsStorage) cannot be reached or refuses us."""
-
-    status, code, transient = 503, "LockUnavailable", True
 
 
 class DistributedLock(Protocol):
@@ -200,21 +188,30 @@ class BlobLeaseLock:
         return LockUnavailable(
             "The rotation lock store (AzureWebJobsStorage) could not be used "
             f"({type(exc).__name__}{': HTTP ' + str(exc.status_code) if getattr(exc, 'status_code', None) else ''}). "
-            "Check the AzureWebJobsStorage setting and the identity's 'Storage Blob Data Contributor' role, "
-            "or set ROTATION_LOCK=off to rely on the in-process lock and the vault re-check alone."
+            "Check the AzureWebJobsStorage setting and the identity's 'Storage Blob Data Owner' (or "
+            "Contributor) role; locally, start Azurite (`npx azurite --silent --location .localdev/azurite`). "
+            "Only an app that runs on exactly one instance may set ROTATION_LOCK=off instead."
         )
 
 
 _lease: tuple[int, BlobLeaseLock, Any, Any] | None = None
 
 
+_warned_single_instance = False
+
+
 async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
     """The process's blob lease lock when settings ask for one (ROTATION_LOCK auto/blob), built once per loop."""
-    global _lease
-    wanted = settings.rotation_lock == "blob" or (
-        settings.rotation_lock == "auto" and settings.lock_storage_configured
-    )
-    if not wanted:
+    global _lease, _warned_single_instance
+    if not settings.cross_instance_lock:
+        if not _warned_single_instance:
+            _warned_single_instance = True
+            _log.warning(
+                "rotation lock: in-process only (ROTATION_LOCK=%s%s). Safe for ONE instance only: with two, "
+                "a secret can be rotated twice. Set AzureWebJobsStorage to use the blob lease.",
+                settings.rotation_lock,
+                "" if settings.rotation_lock == "off" else ", no AzureWebJobsStorage",
+            )
         return None
     loop_id = id(asyncio.get_running_loop())
     if _lease is not None and _lease[0] == loop_id:
@@ -229,7 +226,7 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
             ) from None
         _log.warning(
             "azure-storage-blob is not installed: rotations are serialized per process only "
-            "(add it to requirements.txt, or set ROTATION_LOCK=off to silence this)"
+            "(add it to requirements.txt)"
         )
         return None
 
@@ -260,3 +257,8 @@ async def close_lease_lock() -> None:
         await held[2].close()
         if held[3] is not None:
             await held[3].close()
+
+
+# Process-wide: every trigger in this process shares the per-name locks and the in-flight rotations.
+PROCESS_LOCKS = SecretLocks()
+PROCESS_COALESCER = Coalescer()

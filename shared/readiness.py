@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .errors import VAULT_FAILURES, ConfigurationError, VaultCall, from_vault_error
+from .errors import ConfigurationError, VaultCall, from_vault_error, vault_failures
 from .keyvault import get_secret_client
 from .settings import SettingsError, get_settings
 
@@ -41,7 +41,7 @@ async def probe_vault() -> Readiness:
             await pages.__anext__()
         except StopAsyncIteration:
             pass
-    except VAULT_FAILURES as exc:
+    except vault_failures() as exc:
         error = from_vault_error(exc, VaultCall(None, "write"))  # name the role the app needs to work
         return Readiness(False, settings.vault_url, elapsed(), error.code, error.message)
     return Readiness(True, settings.vault_url, elapsed())

@@ -17,23 +17,22 @@ import base64
 import binascii
 import hmac
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlparse
-
-from azure.core.exceptions import HttpResponseError
 
 from . import generator
 from .audit import audited
 from .errors import (
-    VAULT_FAILURES,
     InvalidRequest,
     SecretDisabled,
     SecretNotFound,
     VaultCall,
     from_vault_error,
+    vault_failures,
 )
 from .keyvault import get_secret_client
+from .locks import SecretLocks
 from .scope import (
     name_in_scope,
     ownership_tags,
@@ -43,19 +42,14 @@ from .scope import (
 )
 from .settings import Settings, get_settings
 from .validation import ListQuery, SecretWrite, validate_tags
+from .vault.versions import SecretHistory, VersionInfo, format_optional
 
 if TYPE_CHECKING:
-    from azure.keyvault.secrets import DeletedSecret, KeyVaultSecret, SecretProperties
+    from azure.keyvault.secrets import DeletedSecret, KeyVaultSecret
     from azure.keyvault.secrets.aio import SecretClient
 
 # The SDK polls delete/recover completion every 2 s by default; the service is usually faster.
 _POLL_SECONDS = 0.5
-
-
-def _rfc3339(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _seconds(moment: datetime | None) -> int | None:
@@ -63,68 +57,21 @@ def _seconds(moment: datetime | None) -> int | None:
 
 
 @dataclass(frozen=True)
-class SecretMetadata:
-    """Everything about a secret version except its value (there is no field for one)."""
-
-    name: str
-    version: str | None
-    id: str | None
-    content_type: str | None
-    tags: dict[str, str]
-    enabled: bool | None
-    not_before: datetime | None
-    expires_on: datetime | None
-    created_on: datetime | None
-    updated_on: datetime | None
-
-    @classmethod
-    def of(cls, props: SecretProperties) -> SecretMetadata:
-        return cls(
-            name=props.name or "",
-            version=props.version,
-            id=props.id,
-            content_type=props.content_type,
-            tags=dict(props.tags or {}),
-            enabled=props.enabled,
-            not_before=props.not_before,
-            expires_on=props.expires_on,
-            created_on=props.created_on,
-            updated_on=props.updated_on,
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        """camelCase, like the Key Vault REST API; times as RFC 3339 UTC."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "id": self.id,
-            "contentType": self.content_type,
-            "tags": self.tags,
-            "enabled": self.enabled,
-            "notBefore": _rfc3339(self.not_before),
-            "expiresOn": _rfc3339(self.expires_on),
-            "createdOn": _rfc3339(self.created_on),
-            "updatedOn": _rfc3339(self.updated_on),
-        }
-
-
-@dataclass(frozen=True)
 class WriteResult:
-    metadata: SecretMetadata
+    metadata: VersionInfo
     created: bool  # the name was new (201)
-    new_version: bool  # False when the write was identical to the current version
     recovered: bool = False
 
 
 @dataclass(frozen=True)
 class SecretDetails:
-    current: SecretMetadata
-    versions: list[SecretMetadata] | None = None  # newest first, when asked for
+    current: VersionInfo
+    versions: list[VersionInfo] | None = None  # newest first, when asked for
 
 
 @dataclass(frozen=True)
 class SecretPage:
-    items: list[SecretMetadata]
+    items: list[VersionInfo]
     continuation_token: str | None
 
 
@@ -141,8 +88,8 @@ class DeletedSecretInfo:
             "name": self.name,
             "id": self.id,
             "recoveryId": self.recovery_id,
-            "deletedOn": _rfc3339(self.deleted_on),
-            "scheduledPurgeDate": _rfc3339(self.scheduled_purge_date),
+            "deletedOn": format_optional(self.deleted_on),
+            "scheduledPurgeDate": format_optional(self.scheduled_purge_date),
         }
 
 
@@ -150,7 +97,7 @@ class DeletedSecretInfo:
 class _Current:
     """The current version as read for a write: value is None when it is disabled (unreadable)."""
 
-    metadata: SecretMetadata
+    metadata: VersionInfo
     value: str | None = field(default=None, repr=False)
 
 
@@ -168,7 +115,7 @@ async def _vault(call: VaultCall, awaitable: Any) -> Any:
     """Await a vault call, turning vault/network failures into DomainErrors worded for `call`."""
     try:
         return await awaitable
-    except VAULT_FAILURES as exc:
+    except vault_failures() as exc:
         raise from_vault_error(exc, call) from exc
 
 
@@ -183,19 +130,17 @@ async def _read_current(client: SecretClient, name: str, access: str) -> _Curren
         # A disabled current version cannot be read, but its metadata can: take the newest version's.
         versions = await _versions(client, name, access)
         return _Current(versions[0]) if versions else None
-    return _Current(SecretMetadata.of(secret.properties), secret.value)
+    return _Current(VersionInfo.from_properties(secret.properties), secret.value)
 
 
-async def _versions(client: SecretClient, name: str, access: str) -> list[SecretMetadata]:
+async def _versions(client: SecretClient, name: str, access: str) -> list[VersionInfo]:
     call = VaultCall(name, access)
 
-    async def collect() -> list[SecretMetadata]:
-        return [SecretMetadata.of(p) async for p in client.list_properties_of_secret_versions(name)]
+    async def collect() -> list[VersionInfo]:
+        return [VersionInfo.from_properties(p) async for p in client.list_properties_of_secret_versions(name)]
 
     found = await _vault(call, collect())
-    epoch = datetime.min.replace(tzinfo=UTC)
-    # Whole-second timestamps tie; the vault lists oldest first, so reversing first keeps ties newest-first.
-    return sorted(reversed(found), key=lambda m: m.created_on or epoch, reverse=True)
+    return SecretHistory.from_versions(name, found).newest_first()
 
 
 def _desired(request: SecretWrite, value: str, current: _Current | None, settings: Settings) -> _Desired:
@@ -247,52 +192,63 @@ async def _recover_deleted(client: SecretClient, name: str, settings: Settings) 
     return True
 
 
+# Writes to one name are serialized in this process, so identical writes that arrive together see each
+# other's version (one 201, then 200s naming it) and different values each get their own version.
+_WRITE_LOCKS = SecretLocks()
+
+
 async def write(request: SecretWrite, *, caller: str | None = None) -> WriteResult:
     """Create or add a version of `request.name`; identical repeats create nothing (see module docstring)."""
     settings = get_settings()
     async with audited("write", request.name, caller=caller) as entry:
         require_name_in_scope(request.name, settings)
-        client = await get_secret_client()
-        call = VaultCall(request.name, "write")
-        current = await _read_current(client, request.name, "write")
-        recovered = False
-        if current is None and request.recover:
-            recovered = await _recover_deleted(client, request.name, settings)
-            if recovered:
-                current = await _read_current(client, request.name, "write")
-        if current is not None:
-            require_owned_or_adoptable(request.name, current.metadata.tags, settings)
-        generated = request.generate is not None
-        if request.generate is not None:
-            value = generator.generate_value(request.generate.length, request.generate.alphabet)
-        else:
-            assert request.value is not None  # validation guarantees exactly one of value/generate
-            value = request.value
-        desired = _desired(request, value, current, settings)
-        entry.details.update(generated=generated, recovered=recovered)
-        if current is not None and not generated and _is_identical(current, desired):
-            entry.version = current.metadata.version
-            entry.details.update(newVersion=False, created=False)
-            return WriteResult(current.metadata, created=False, new_version=False, recovered=recovered)
-        # 409 deleted-but-recoverable surfaces as SecretDeletedButRecoverable, telling how to recover.
-        secret: KeyVaultSecret = await _vault(
-            call,
-            client.set_secret(
-                request.name,
-                desired.value,
-                content_type=desired.content_type,
-                tags=desired.tags,
-                enabled=desired.enabled,
-                not_before=desired.not_before,
-                expires_on=desired.expires_on,
-            ),
-        )
-        metadata = SecretMetadata.of(secret.properties)
-        entry.version = metadata.version
-        entry.details["newVersion"] = True
-        created = current is None and not recovered
-        entry.details["created"] = created
-        return WriteResult(metadata, created=created, new_version=True, recovered=recovered)
+        async with _WRITE_LOCKS.hold(request.name):
+            return await _write_locked(request, settings, entry)
+
+
+async def _write_locked(request: SecretWrite, settings: Settings, entry: Any) -> WriteResult:
+    """The write itself, under the name's write lock (see `write`)."""
+    client = await get_secret_client()
+    call = VaultCall(request.name, "write")
+    current = await _read_current(client, request.name, "write")
+    recovered = False
+    if current is None and request.recover:
+        recovered = await _recover_deleted(client, request.name, settings)
+        if recovered:
+            current = await _read_current(client, request.name, "write")
+    if current is not None:
+        require_owned_or_adoptable(request.name, current.metadata.tags, settings)
+    generated = request.generate is not None
+    if request.generate is not None:
+        value = generator.generate_value(request.generate.length, request.generate.alphabet)
+    else:
+        assert request.value is not None  # validation guarantees exactly one of value/generate
+        value = request.value
+    desired = _desired(request, value, current, settings)
+    entry.details.update(generated=generated, recovered=recovered)
+    if current is not None and not generated and _is_identical(current, desired):
+        entry.version = current.metadata.version
+        entry.details.update(newVersion=False, created=False)
+        return WriteResult(current.metadata, created=False, recovered=recovered)
+    # 409 deleted-but-recoverable surfaces as SecretDeletedButRecoverable, telling how to recover.
+    secret: KeyVaultSecret = await _vault(
+        call,
+        client.set_secret(
+            request.name,
+            desired.value,
+            content_type=desired.content_type,
+            tags=desired.tags,
+            enabled=desired.enabled,
+            not_before=desired.not_before,
+            expires_on=desired.expires_on,
+        ),
+    )
+    metadata = VersionInfo.from_properties(secret.properties)
+    entry.version = metadata.version
+    entry.details["newVersion"] = True
+    created = current is None and not recovered
+    entry.details["created"] = created
+    return WriteResult(metadata, created=created, recovered=recovered)
 
 
 async def read(name: str, *, include_versions: bool = False) -> SecretDetails:
@@ -345,29 +301,27 @@ async def list_page(query: ListQuery) -> SecretPage:
         pages = client.list_properties_of_secrets(max_page_size=query.max_results).by_page(
             continuation_token=link
         )
-        items: list[SecretMetadata] = []
+        items: list[VersionInfo] = []
         try:
             page = await pages.__anext__()
         except StopAsyncIteration:
             return SecretPage([], None)
         async for props in page:
             if name_in_scope(props.name or "", settings):
-                items.append(SecretMetadata.of(props))
+                items.append(VersionInfo.from_properties(props))
         return SecretPage(items, _encode_token(pages.continuation_token))
 
     call = VaultCall(None, "metadata")
     try:
         return await first_page()
-    except HttpResponseError as exc:
-        if link is not None and exc.status_code == 400:
+    except vault_failures() as exc:
+        if link is not None and getattr(exc, "status_code", None) == 400:
             # The vault refused the page the token names (forged, stale or from another vault): the caller's
             # fault, and retrying the same token cannot help.
             raise InvalidRequest(
                 "continuationToken is not one this API returned, or it has expired; start again without it.",
                 field="continuationToken",
             ) from None
-        raise from_vault_error(exc, call) from exc
-    except VAULT_FAILURES as exc:
         raise from_vault_error(exc, call) from exc
 
 
@@ -394,7 +348,7 @@ async def delete(name: str, *, caller: str | None = None) -> DeletedSecretInfo:
         )
 
 
-async def recover(name: str, *, caller: str | None = None) -> SecretMetadata:
+async def recover(name: str, *, caller: str | None = None) -> VersionInfo:
     """Recover a deleted-but-recoverable secret that is ours (or adoptable)."""
     settings = get_settings()
     async with audited("recover", name, caller=caller) as entry:

@@ -52,6 +52,7 @@ class Settings:
     allow_adopt: bool = False
     # Client behaviour: retries must fit inside functionTimeout.
     retry_total: int = 4
+    retry_backoff_seconds: float = 0.5
     request_timeout_seconds: float = 30.0
     # Rotation and cleanup.
     rotation_min_interval_seconds: float = 60.0
@@ -200,6 +201,14 @@ SETTINGS: tuple[Setting, ...] = (
         _D.retry_total,
         "azure-core retries per call "
         "(429 on every method, 5xx, timeouts, dropped connections): at most this + 1 requests per call.",
+    ),
+    Setting(
+        "KEY_VAULT_RETRY_BACKOFF_SECONDS",
+        "retry_backoff_seconds",
+        "number",
+        _D.retry_backoff_seconds,
+        "First retry's backoff; it doubles per retry (capped at 8 s), or Key Vault's Retry-After when sent.",
+        maximum=8,
     ),
     Setting(
         "KEY_VAULT_TIMEOUT_SECONDS",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .engine import RotationEngine, RotationRequest
 from .policy import RotationPolicy, SecretStatus
-from .results import Outcome, RotationResult, SweepSummary, last_summaries
+from ..vault.sweep import SweepSummary, last_summaries
+from .results import Outcome, RotationResult
 
 
 async def default_engine() -> RotationEngine:
@@ -13,12 +14,13 @@ async def default_engine() -> RotationEngine:
     from ..keyvault import get_secret_client
     from ..locks import lease_lock_for
     from ..settings import get_settings
-    from .engine import PROCESS_LOCKS
-    from .throttle import VaultCalls, process_limiters
+    from ..locks import PROCESS_LOCKS
+    from ..vault.calls import VaultCalls, process_limiters
 
     settings = get_settings()
     PROCESS_LOCKS.distributed = await lease_lock_for(settings)
-    return RotationEngine(await get_secret_client(), settings, calls=VaultCalls(limiters=process_limiters()))
+    calls = VaultCalls(limiters=process_limiters(), read_timeout=settings.request_timeout_seconds)
+    return RotationEngine(await get_secret_client(), settings, calls=calls)
 
 
 __all__ = [

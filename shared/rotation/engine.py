@@ -10,67 +10,67 @@ never duplicated. Three vault transactions per due secret: list versions, set, u
 
 from __future__ import annotations
 
-import asyncio
+import copy
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ..audit import audited
-from ..errors import VAULT_FAILURES, DomainError, VaultCall, from_vault_error
-from ..locks import Coalescer, LockUnavailable, SecretBusy, SecretLocks
+from ..errors import (
+    CrossInstanceLockRequired,
+    DomainError,
+    LockUnavailable,
+    RotationNotConfigured,
+    RotationPolicyInvalid,
+    SecretBusy,
+    SecretNotFound,
+    VaultCall,
+    from_vault_error,
+    transient_codes,
+    vault_failures,
+)
+from ..locks import PROCESS_COALESCER, PROCESS_LOCKS, Coalescer, SecretLocks
 from ..scope import require_name_in_scope
 from ..settings import Settings
 from ..validation import MAX_TAGS
-from .history import SecretHistory, read_history
-from .policy import (
+from ..vault.calls import Deadline, VaultCalls, process_limiters
+from ..vault.pager import pages, read_history
+from ..vault.sweep import SweepRunner, SweepSummary, remember
+from ..vault.versions import (
     STATE_PENDING,
     TAG_OPERATION,
     TAG_PREVIOUS,
     TAG_REVOKE_AFTER,
     TAG_STATE,
+    SecretHistory,
+    VersionInfo,
+    format_time,
+    utc_now,
+)
+from .policy import (
     Assessment,
     PolicyError,
     RotationPolicy,
     SecretStatus,
-    VersionInfo,
     assess,
     carried_tags,
-    format_time,
     is_managed,
 )
-from .results import (
-    Outcome,
-    RotationNotConfigured,
-    RotationPolicyInvalid,
-    RotationResult,
-    SweepSummary,
-    remember,
-)
-from .rotators import PendingCredential, RotationContext, rotator_for
-from .throttle import VaultCalls, listed_secrets
+from .results import Outcome, RotationResult, record
+from .rotators import PendingCredential, RotationContext, Rotator, rotator_for
 
 _log = logging.getLogger(__name__)
 
-PROGRESS_EVERY_SECONDS = 10.0
-
 # Step boundaries a crash can fall on (tests inject failures here through `hook`).
 STEPS = ("decided", "pending_stored", "applied", "tested", "promoted")
+# Only when the target made the value itself (apply returned it): stored as a further pending version.
+PRODUCED_STEP = "produced_stored"
 
 Hook = Callable[[str, str], Awaitable[None]]
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-# Process-wide: every trigger in this process shares the per-name locks and the in-flight rotations.
-PROCESS_LOCKS = SecretLocks()
-PROCESS_COALESCER = Coalescer()
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,28 @@ class RotationEngine:
         self.client = client
         self.settings = settings
         self.now = now
-        self.calls = calls or VaultCalls()
+        self.calls = calls or VaultCalls(read_timeout=settings.request_timeout_seconds)
         self.locks = locks or PROCESS_LOCKS
         self.coalescer = coalescer or PROCESS_COALESCER
         self.hook = hook
+
+    def _rotator(self, policy: RotationPolicy) -> Rotator:
+        """The policy's rotator; one that changes something outside the vault runs only under the lease."""
+        rotator = rotator_for(policy)
+        if rotator.touches_target and self.locks.distributed is None:
+            raise CrossInstanceLockRequired(
+                f"RotationType={policy.rotation_type} changes a credential outside Key Vault, so it runs only "
+                "under the cross-instance lease: set AzureWebJobsStorage (or AzureWebJobsStorage__blobServiceUri) "
+                "and ROTATION_LOCK=auto or blob.",
+                field="tags",
+            )
+        return rotator
+
+    def with_calls(self, calls: VaultCalls) -> RotationEngine:
+        """The same engine drawing on `calls` (a sweep's, with its deadline)."""
+        clone = copy.copy(self)
+        clone.calls = calls
+        return clone
 
     async def _step(self, step: str, name: str) -> None:
         if self.hook is not None:
@@ -148,7 +166,9 @@ class RotationEngine:
             return await self._decide_and_rotate(name, request)
         except (DomainError, PolicyError) as exc:
             if raise_errors:
-                raise exc if isinstance(exc, DomainError) else RotationPolicyInvalid(str(exc), field="tags")
+                if isinstance(exc, DomainError):
+                    raise
+                raise RotationPolicyInvalid(str(exc), field="tags") from exc
             return RotationResult(
                 name,
                 Outcome.FAILED,
@@ -156,7 +176,7 @@ class RotationEngine:
                 error_code=getattr(exc, "code", "RotationPolicyInvalid"),
                 dry_run=request.dry_run,
             )
-        except VAULT_FAILURES as exc:  # vault errors become domain errors with advice; bugs propagate
+        except vault_failures() as exc:  # vault errors become domain errors with advice; bugs propagate
             error = from_vault_error(exc, VaultCall(name, "write"))
             if raise_errors:
                 raise error from exc
@@ -170,8 +190,6 @@ class RotationEngine:
         latest = history.latest
         if latest is None:
             if request.force:
-                from ..errors import SecretNotFound
-
                 raise SecretNotFound(f"Secret '{name}' was not found in the vault.")
             return RotationResult(
                 name,
@@ -250,7 +268,7 @@ class RotationEngine:
             )
         policy = assessment.policy
         assert policy is not None
-        rotator = rotator_for(policy)
+        rotator = self._rotator(policy)
         if request.dry_run:
             return RotationResult(
                 name,
@@ -304,7 +322,7 @@ class RotationEngine:
                 create=True,
             )
             version, pending = stored.properties.version, produced
-            await self._step("produced_stored", name)
+            await self._step(PRODUCED_STEP, name)
         await self._step("applied", name)
         await rotator.test(ctx, pending)
         await self._step("tested", name)
@@ -438,7 +456,7 @@ class RotationEngine:
             raise RotationPolicyInvalid(
                 f"Secret '{name}': the pending version lost its rotation tags", field="tags"
             )
-        rotator = rotator_for(policy)
+        rotator = self._rotator(policy)
         previous = (
             pending_info.previous_version or (history.before(pending_info.version) or pending_info).version
         )
@@ -504,18 +522,22 @@ class RotationEngine:
     ) -> SweepSummary:
         """List every secret (25 per page), rotate the due ones with bounded concurrency, within a time budget.
 
-        Never raises for one secret's failure (it is counted); raises only when the vault cannot be listed."""
+        Never raises for one secret's failure (it is counted); raises only when the vault cannot be listed.
+        Every vault call gets at most what is left of the budget, so a hung vault ends the sweep on time."""
         budget = self.settings.rotation_budget_seconds if budget_seconds is None else budget_seconds
-        deadline = time.monotonic() + budget
+        deadline = Deadline(budget)
+        calls = VaultCalls(
+            limiters=process_limiters(), deadline=deadline, read_timeout=self.settings.request_timeout_seconds
+        )
+        engine = self.with_calls(calls)
         summary = SweepSummary(kind="rotation", dry_run=dry_run, started_at=self.now())
-        base = (self.calls.transactions, self.calls.retries, self.calls.throttled)
-        concurrency = max(1, self.settings.rotation_concurrency)
-        queue: asyncio.Queue[tuple[VersionInfo, Assessment] | None] = asyncio.Queue(maxsize=concurrency * 4)
-
-        def progress() -> None:
-            summary.progress(_log, PROGRESS_EVERY_SECONDS)
+        runner: SweepRunner[Any] = SweepRunner(
+            summary, deadline, concurrency=self.settings.rotation_concurrency, log=_log
+        )
 
         def note(info: VersionInfo, assessment: Assessment, result: RotationResult | None) -> None:
+            if result is not None:
+                record(summary, result)
             if include_items:
                 item: dict[str, Any] = {
                     "name": info.name,
@@ -530,92 +552,59 @@ class RotationEngine:
                     item["action"] = result.outcome.value
                 summary.items.append(item)
 
-        async def produce() -> None:
-            try:
-                async for page in listed_secrets(self.calls, self.client):
-                    summary.pages += 1
-                    now = self.now()
-                    for item in page:
-                        summary.listed += 1
-                        info = VersionInfo.from_item_json(item)
-                        assessment = assess(info, now, self.settings)
-                        if assessment is None:
-                            continue
-                        summary.managed += 1
-                        summary.statuses[assessment.status.value] += 1
-                        if assessment.needs_rotation or assessment.needs_resume:
-                            if dry_run:
-                                result = self._planned(info, assessment, now)
-                                summary.record(result)
-                                note(info, assessment, result)
-                            else:
-                                note(info, assessment, None)
-                                await queue.put((info, assessment))
-                        else:
-                            result = self._not_acted(info, assessment)
-                            summary.record(result)
-                            note(info, assessment, result)
-                    progress()
-                    if time.monotonic() > deadline:
-                        summary.listing_complete = False
-                        _log.warning(
-                            "rotation sweep: time budget of %.0f s spent while listing; the next run "
-                            "continues",
-                            budget,
-                        )
-                        break
-            finally:
-                for _ in range(concurrency):
-                    await queue.put(None)
+        def decide(props: Any) -> Callable[[], Awaitable[None]] | None:
+            info = VersionInfo.from_properties(props)
+            now = self.now()
+            assessment = assess(info, now, self.settings)
+            if assessment is None:
+                return None
+            summary.managed += 1
+            summary.statuses[assessment.status.value] += 1
+            if not (assessment.needs_rotation or assessment.needs_resume):
+                note(info, assessment, self._not_acted(info, assessment))
+                return None
+            if dry_run:
+                note(info, assessment, self._planned(info, assessment, now))
+                return None
+            note(info, assessment, None)
 
-        async def work() -> None:
-            while (entry := await queue.get()) is not None:
-                info, assessment = entry
-                if time.monotonic() > deadline:
+            async def rotate() -> None:
+                result = await engine._rotate_serialized(
+                    info.name, RotationRequest(trigger="timer"), raise_errors=False
+                )
+                if deadline.spent and result.outcome is Outcome.FAILED and _transient(result.error_code):
                     result = RotationResult(
                         info.name,
                         Outcome.DEFERRED,
                         "time budget spent; the next run rotates it",
                         assessment.status,
                     )
-                else:
-                    result = await self._rotate_serialized(
-                        info.name, RotationRequest(trigger="timer"), raise_errors=False
-                    )
-                summary.record(result)
-                progress()
+                record(summary, result)
 
-        producer = asyncio.create_task(produce())
-        workers = [asyncio.create_task(work()) for _ in range(concurrency)]
-        try:
-            await producer
-            await asyncio.gather(*workers)
-        except BaseException as exc:
-            producer.cancel()
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(producer, *workers, return_exceptions=True)
-            if isinstance(exc, (DomainError, *VAULT_FAILURES)):
-                # the vault could not be listed: say so in the run's summary
-                error = (
-                    exc
-                    if isinstance(exc, DomainError)
-                    else from_vault_error(exc, VaultCall(None, "metadata"))
-                )
-                summary.listing_failed(error)
-                summary.finish(
-                    self.calls.transactions - base[0],
-                    self.calls.retries - base[1],
-                    self.calls.throttled - base[2],
-                )
-                summary.log()
-                if error is not exc:
-                    raise error from exc
-            raise
-        summary.finish(
-            self.calls.transactions - base[0], self.calls.retries - base[1], self.calls.throttled - base[2]
+            return rotate
+
+        def defer(props: Any) -> None:
+            record(
+                summary,
+                RotationResult(props.name, Outcome.DEFERRED, "time budget spent; the next run rotates it"),
+            )
+
+        listing = pages(
+            calls, "GetSecrets", self.client.list_properties_of_secrets, vault_url=self.settings.vault_url
         )
-        summary.log()
+        try:
+            await runner.run(listing, decide, defer)
+        except (DomainError, *vault_failures()) as exc:
+            # the vault could not be listed: say so in the run's summary
+            error = (
+                exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))
+            )
+            summary.listing_failed(error.code, error.message)
+            summary.finish(calls).log()
+            if error is not exc:
+                raise error from exc
+            raise
+        summary.finish(calls).log()
         remember(summary)
         return summary
 
@@ -665,3 +654,8 @@ class RotationEngine:
             )
         outcome = Outcome.NOT_DUE if assessment.status is SecretStatus.UP_TO_DATE else Outcome.SKIPPED
         return RotationResult(info.name, outcome, assessment.reason, assessment.status)
+
+
+def _transient(code: str | None) -> bool:
+    """Failures a later run may not meet (timeouts, throttling, an unreachable vault or target)."""
+    return code in transient_codes()

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import Enum
-from typing import Any
-from urllib.parse import urlparse
+from datetime import datetime, timedelta
+from enum import StrEnum
 
 from ..scope import name_in_scope
 from ..settings import Settings
+from ..vault.versions import (  # the version model and its bookkeeping tags live in the vault layer
+    BOOKKEEPING_TAGS,
+    VersionInfo,
+    tag,
+)
 
 # The Azure samples' contract.
 TAG_VALIDITY = "ValidityPeriodDays"
@@ -28,14 +31,6 @@ TAG_OVERLAP = "RotationOverlapDays"
 TAG_LENGTH = "RotationLength"
 TAG_ALPHABET = "RotationAlphabet"
 TAG_DELETE_EXPIRED = "CleanupDeleteExpired"
-# Bookkeeping tags (set by the app; never copied forward as-is).
-TAG_STATE = "RotationState"
-TAG_OPERATION = "RotationOperationId"
-TAG_PREVIOUS = "RotationPreviousVersion"
-TAG_REVOKE_AFTER = "RotationRevokeAfter"
-TAG_REVOKED = "RotationRevoked"
-BOOKKEEPING_TAGS = (TAG_STATE, TAG_OPERATION, TAG_PREVIOUS, TAG_REVOKE_AFTER, TAG_REVOKED)
-STATE_PENDING = "pending"
 
 DEFAULT_ROTATION_TYPE = "random"
 DEFAULT_VALIDITY_DAYS = 60.0  # the Azure SQL sample's default
@@ -46,19 +41,6 @@ MAX_DAYS = 3650.0
 
 class PolicyError(ValueError):
     """A rotation tag has a value the app cannot use; the message names the tag and the fix."""
-
-
-def tag(tags: Mapping[str, str] | None, name: str) -> str | None:
-    """Tag lookup that forgives case and stray spaces in the tag name (tags are edited by hand)."""
-    if not tags:
-        return None
-    if name in tags:
-        return tags[name]
-    wanted = name.lower()
-    for key, value in tags.items():
-        if key.strip().lower() == wanted:
-            return value
-    return None
 
 
 def _days(tags: Mapping[str, str], name: str, default: float | None, *, minimum: float) -> float | None:
@@ -133,75 +115,7 @@ class RotationPolicy:
         )
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    """One version's listed properties, detached from the SDK so decisions are pure functions."""
-
-    name: str
-    version: str | None
-    enabled: bool
-    created: datetime | None = None
-    updated: datetime | None = None
-    not_before: datetime | None = None
-    expires_on: datetime | None = None
-    content_type: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_properties(cls, props: Any) -> VersionInfo:
-        return cls(
-            name=props.name,
-            version=props.version,
-            enabled=bool(props.enabled) if props.enabled is not None else True,
-            created=props.created_on,
-            updated=props.updated_on,
-            not_before=props.not_before,
-            expires_on=props.expires_on,
-            content_type=props.content_type,
-            tags=dict(props.tags or {}),
-        )
-
-    @classmethod
-    def from_item_json(cls, item: Mapping[str, Any]) -> VersionInfo:
-        """From a SecretItem as the list operation returns it (`id` = https://{vault}/secrets/{name}[/{version}])."""
-        parts = [p for p in urlparse(str(item.get("id", ""))).path.split("/") if p]
-        attributes = item.get("attributes") or {}
-
-        def moment(key: str) -> datetime | None:
-            raw = attributes.get(key)
-            return datetime.fromtimestamp(raw, UTC) if isinstance(raw, (int, float)) else None
-
-        enabled = attributes.get("enabled")
-        return cls(
-            name=parts[1] if len(parts) > 1 else "",
-            version=parts[2] if len(parts) > 2 else None,
-            enabled=True if enabled is None else bool(enabled),
-            created=moment("created"),
-            updated=moment("updated"),
-            not_before=moment("nbf"),
-            expires_on=moment("exp"),
-            content_type=item.get("contentType"),
-            tags=dict(item.get("tags") or {}),
-        )
-
-    @property
-    def operation_id(self) -> str | None:
-        return tag(self.tags, TAG_OPERATION)
-
-    @property
-    def is_pending(self) -> bool:
-        return (tag(self.tags, TAG_STATE) or "").strip().lower() == STATE_PENDING
-
-    @property
-    def previous_version(self) -> str | None:
-        return tag(self.tags, TAG_PREVIOUS)
-
-    @property
-    def revoke_after(self) -> datetime | None:
-        return parse_time(tag(self.tags, TAG_REVOKE_AFTER))
-
-
-class SecretStatus(str, Enum):
+class SecretStatus(StrEnum):
     UP_TO_DATE = "UpToDate"
     DUE = "Due"
     EXPIRED = "Expired"
@@ -302,24 +216,6 @@ def format_age(delta: timedelta) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} hours"
     return f"{seconds:.0f} seconds"
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(raw: str | None) -> datetime | None:
-    """Read a timestamp tag written by `format_time` (or any ISO 8601 form); None when absent or unreadable."""
-    if not raw or not raw.strip():
-        return None
-    text = raw.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def carried_tags(tags: Mapping[str, str] | None) -> dict[str, str]:

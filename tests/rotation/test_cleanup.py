@@ -164,9 +164,9 @@ async def test_cleanup_logs_progress_while_it_acts_not_only_while_it_lists(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import shared.cleanup
+    import shared.vault.sweep
 
-    monkeypatch.setattr(shared.cleanup, "PROGRESS_EVERY_SECONDS", 0.0)  # every chance to report is taken
+    monkeypatch.setattr(shared.vault.sweep, "PROGRESS_EVERY_SECONDS", 0.0)  # every chance to report is taken
     caplog.set_level("INFO", logger="shared.cleanup")
     long_ago = vault_clock.now() - timedelta(days=40)
     await seed(
@@ -183,5 +183,6 @@ async def test_cleanup_logs_progress_while_it_acts_not_only_while_it_lists(
     )
     summary = await make_cleanup().sweep(dry_run=True)
     assert summary.pages == 2 and summary.outcomes == {"DeleteExpired:WouldDo": 3}
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cleanup sweep:")]
+    lines = [r.progress for r in caplog.records if hasattr(r, "progress")]
     assert len(lines) >= 4, lines  # one for the page of live secrets, then one per step acted on
+    assert all(line["kind"] == "cleanup" for line in lines)  # JSON, like the summary

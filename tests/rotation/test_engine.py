@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared.rotation.engine import RotationRequest
-from shared.rotation.policy import parse_time
+from shared.vault.versions import parse_time
 from shared.rotation.results import Outcome
 from tests.fixtures.rotation import seed, versions_of
 
@@ -140,11 +140,10 @@ async def test_dry_run_changes_nothing(
     assert writes(vault_control.stats()) == writes(before)
 
 
-async def test_throttled_patch_without_retry_after_is_retried_by_the_engine(
+async def test_throttled_patch_without_retry_after_is_retried_by_azure_core(
     kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any
 ) -> None:
-    from tests.fixtures.rotation import fast_calls
-
+    """azure-core alone leaves a 429 on PATCH without Retry-After unretried; the app's policy retries it."""
     now = vault_clock.now()
     count = 20
     await seed(
@@ -156,11 +155,9 @@ async def test_throttled_patch_without_retry_after_is_retried_by_the_engine(
             for i in range(count)
         ],
     )
-    vault_control.set_faults("UpdateSecret", 429, rate=0.4, retry_after=None)
-    vault_control.set_faults("SetSecret", 429, rate=0.3, retry_after=0.05)
-    calls = fast_calls()
-    calls.backoff = type(calls.backoff)(attempts=12, base=0.01, maximum=0.05)  # 0.4**12: never exhausted
-    summary = await make_engine(calls=calls).sweep()
+    vault_control.set_faults("UpdateSecret", 429, rate=0.2, retry_after=None)
+    vault_control.set_faults("SetSecret", 429, rate=0.2, retry_after=0.05)
+    summary = await make_engine().sweep()  # 0.2**5 per call: exhausting the 4 retries is a 1-in-3000 event
     vault_control.clear_faults()
     assert summary.outcomes == {"Rotated": count}, summary.errors
     assert summary.throttled > 0 and vault_control.stats()["statuses"].get("429", 0) > 0
@@ -194,17 +191,14 @@ async def test_a_vault_that_cannot_be_listed_fails_the_run_with_a_summary(
     from shared.errors import VaultUnavailable
     from shared.rotation.engine import RotationEngine
     from shared.settings import get_settings
-    from tests.fixtures.rotation import fast_calls
     from tests.fixtures.vault import aclose_client, make_aio_client
 
     caplog.set_level("INFO", logger="secrets.summary")
-    client = make_aio_client(
-        vault, retry_total=0
-    )  # no SDK retries: the engine's own (fast) ones are under test
+    client = make_aio_client(vault, retry_total=0)  # no retries: the listing failure itself is under test
     vault_control.set_faults("GetSecrets", 500, rate=1.0)
     try:
         with pytest.raises(VaultUnavailable, match="HTTP 500"):
-            await RotationEngine(client, get_settings(), now=vault_clock.now, calls=fast_calls()).sweep()
+            await RotationEngine(client, get_settings(), now=vault_clock.now).sweep()
     finally:
         vault_control.clear_faults()
         await aclose_client(client)
@@ -213,22 +207,13 @@ async def test_a_vault_that_cannot_be_listed_fails_the_run_with_a_summary(
     assert record.summary["errors"][0]["code"] == "VaultUnavailable"  # type: ignore[attr-defined]
 
 
-def test_a_page_cut_short_mid_body_is_retried() -> None:
-    """Pages are read outside the SDK's retry (stream=True), so the sweep's own retry must cover a broken body."""
-    from azure.core.exceptions import HttpResponseError, IncompleteReadError
-
-    from shared.rotation.throttle import is_retryable
-
-    assert is_retryable(IncompleteReadError("the connection closed before the page was read"))
-    assert not is_retryable(HttpResponseError("a refusal without a retryable status"))
-
-
 async def test_every_engine_of_the_process_draws_on_one_vault_budget(kv_client: Any) -> None:
     """Key Vault's 300 creates / 10 s are per vault: a sweep and on-demand rotations must share one limiter."""
-    from shared.cleanup import default_cleanup
     from shared.rotation import default_engine
+    from shared.vault.calls import process_limiters
 
-    sweep, on_demand, cleanup = await default_engine(), await default_engine(), await default_cleanup()
+    sweep, on_demand = await default_engine(), await default_engine()
     assert sweep.calls is not on_demand.calls  # each run still counts its own transactions
-    assert sweep.calls._creates is on_demand.calls._creates is cleanup.calls._creates
-    assert sweep.calls._transactions is on_demand.calls._transactions is cleanup.calls._transactions
+    creates, transactions = process_limiters()  # what every sweep's (rotation and cleanup) calls draw on too
+    assert sweep.calls._creates is on_demand.calls._creates is creates
+    assert sweep.calls._transactions is on_demand.calls._transactions is transactions

@@ -9,16 +9,8 @@ import pytest
 
 from shared.cleanup import CleanupOutcome, plan_expired_delete, plan_purge, plan_revocations
 from shared.rotation.events import EXPIRED, NEAR_EXPIRY, EventError, parse_event
-from shared.rotation.history import SecretHistory
-from shared.rotation.policy import (
-    PolicyError,
-    RotationPolicy,
-    SecretStatus,
-    VersionInfo,
-    assess,
-    carried_tags,
-    format_time,
-)
+from shared.rotation.policy import PolicyError, RotationPolicy, SecretStatus, assess, carried_tags
+from shared.vault.versions import SecretHistory, VersionInfo, format_time
 from shared.settings import Settings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

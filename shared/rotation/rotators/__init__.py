@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from ..policy import PolicyError, RotationPolicy, VersionInfo
+from ...vault.versions import VersionInfo
+from ..policy import PolicyError, RotationPolicy
 
 if TYPE_CHECKING:
     from ...settings import Settings
@@ -78,6 +79,8 @@ class Rotator(Protocol):
 # RotationType tag → "module:attribute" of its rotator, imported on first use.
 _KNOWN: dict[str, str] = {
     "random": "shared.rotation.rotators.random_value:RandomValueRotator",
+    "postgresql": "shared.rotation.rotators.postgresql:PostgresRotator",
+    "mysql": "shared.rotation.rotators.mysql:MySqlRotator",
 }
 _LOADED: dict[str, Rotator] = {}
 
