@@ -81,6 +81,12 @@ _KNOWN: dict[str, str] = {
     "random": "shared.rotation.rotators.random_value:RandomValueRotator",
     "postgresql": "shared.rotation.rotators.postgresql:PostgresRotator",
     "mysql": "shared.rotation.rotators.mysql:MySqlRotator",
+    "storage-account-key": "shared.rotation.rotators.azure_keys:StorageAccountKeyRotator",
+    "cosmosdb-key": "shared.rotation.rotators.azure_keys:CosmosDbKeyRotator",
+    "servicebus-key": "shared.rotation.rotators.azure_keys:ServiceBusKeyRotator",
+    "eventhubs-key": "shared.rotation.rotators.azure_keys:EventHubsKeyRotator",
+    "redis-key": "shared.rotation.rotators.azure_keys:RedisKeyRotator",
+    "entra-app-secret": "shared.rotation.rotators.entra_app:EntraAppSecretRotator",
 }
 _LOADED: dict[str, Rotator] = {}
 

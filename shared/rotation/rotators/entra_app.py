@@ -89,8 +89,8 @@ class EntraAppSecretRotator:
         raw = (tag(policy.options, TAG_PROVIDER_ADDRESS) or "").strip()
         if not _GUID.match(raw):
             raise PolicyError(
-                f"tag {TAG_PROVIDER_ADDRESS}={raw!r} must be the application's object ID (a GUID; Entra admin "
-                "center → App registrations → the app → Object ID), not its client ID"
+                f"tag {TAG_PROVIDER_ADDRESS}={raw!r} must be the application's object ID (a GUID; Entra "
+                "admin center → App registrations → the app → Object ID), not its client ID"
             )
         return raw.lower()
 
@@ -196,17 +196,17 @@ class EntraAppSecretRotator:
             },
         )
         body = reply.body if isinstance(reply.body, dict) else {}
-        secret, key_id = body.get("secretText"), body.get("keyId")
-        if not isinstance(secret, str) or not secret or not isinstance(key_id, str):
+        secret, new_key = body.get("secretText"), body.get("keyId")
+        if not isinstance(secret, str) or not secret or not isinstance(new_key, str):
             raise TargetUnavailable(
-                f"Microsoft Graph answered addPassword for application {object_id} without a secret; the next "
-                "run removes it by its marker and adds another."
+                f"Microsoft Graph answered addPassword for application {object_id} without a secret; the "
+                "next run removes it by its marker and adds another."
             )
-        _log.info("%s: added client secret %s to application %s", ctx.name, key_id, object_id)
-        return PendingCredential(secret, {TAG_CREDENTIAL_ID: key_id})
+        _log.info("%s: added client secret %s to application %s", ctx.name, new_key, object_id)
+        return PendingCredential(secret, {TAG_CREDENTIAL_ID: new_key})
 
     async def test(self, ctx: RotationContext, pending: PendingCredential) -> None:
-        """A token for the app with the new secret; 'invalid secret' within the budget means not replicated yet."""
+        """A token for the app with the new secret; 'invalid secret' within the budget: not replicated yet."""
         from azure.core.exceptions import AzureError, ClientAuthenticationError
         from azure.identity.aio import ClientSecretCredential
 
@@ -232,12 +232,13 @@ class EntraAppSecretRotator:
                     codes = re.findall(r"AADSTS\d+", text)
                     raise TargetRefused(
                         f"Entra refused a token for app {app_id} in tenant {tenant} with the new secret "
-                        f"({', '.join(codes) or type(exc).__name__}); check the {TAG_APP_ID} and {TAG_TENANT} tags."
+                        f"({', '.join(codes) or type(exc).__name__}); check the {TAG_APP_ID} and "
+                        f"{TAG_TENANT} tags."
                     ) from None
             except AzureError as exc:
                 raise TargetUnavailable(
-                    f"Entra could not be reached to test the new secret of app {app_id} ({type(exc).__name__}); "
-                    "retry later."
+                    f"Entra could not be reached to test the new secret of app {app_id} "
+                    f"({type(exc).__name__}); retry later."
                 ) from None
             finally:
                 await credential.close()
