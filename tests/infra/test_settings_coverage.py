@@ -9,6 +9,8 @@ deployed code for %NAME% binding expressions and direct environment reads."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.infra import bicep
 from tests.infra.test_policy import app_settings
 
@@ -97,3 +99,16 @@ def test_the_check_reports_a_missing_setting_by_name() -> None:
     assert "EXAMPLE_NEW_SETTING: '42'" in line and WHERE in line and DEFAULTS_FILE in line
     (line,) = coverage_problems([*declared, *required], app_settings(), bicep.left_to_default())
     assert "required" in line and WHERE in line and DEFAULTS_FILE not in line
+
+
+def test_the_source_scan_finds_what_settings_declares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without SETTINGS, the scan of the source finds the same names: the check never goes blind."""
+    import shared.settings
+
+    with_declarations = {d.name for d in bicep.declared_settings()[0]}
+    if not hasattr(shared.settings, "SETTINGS"):
+        pytest.skip("shared.settings has no SETTINGS yet: only the scan exists, nothing to compare it with")
+    monkeypatch.delattr(shared.settings, "SETTINGS")
+    scanned, how = bicep.declared_settings()
+    assert how.startswith("a scan of shared/settings.py")
+    assert {d.name for d in scanned} == with_declarations
