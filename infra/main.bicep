@@ -169,35 +169,45 @@ module vault 'modules/key-vault.bicep' = if (createKeyVault) {
   }
 }
 
-module createdVaultAccess 'modules/vault-access.bicep' = if (createKeyVault) {
-  name: 'vault-access-created'
-  scope: rg
-  params: {
-    vaultName: createKeyVault ? vault.outputs.name : ''
-    principalId: identity.outputs.principalId
-    developerPrincipalId: developerPrincipalId
-    systemTopicName: ''
-    workspaceId: monitoring.outputs.workspaceId
-    diagnostics: true
-    actionGroupId: alerts.outputs.actionGroupId
-    tags: tags
-  }
-}
+// Every vault the app manages: the one created here (first, so it is KEY_VAULT_URL) and the existing ones.
+var vaults = concat(
+  createKeyVault ? [
+    {
+      name: createdVaultName
+      resourceGroup: rg.name
+      subscriptionId: subscription().subscriptionId
+      systemTopicName: ''
+      diagnostics: true
+      developerAccess: true
+    }
+  ] : [],
+  map(existingKeyVaults, v => {
+    name: v.name
+    resourceGroup: v.resourceGroup
+    subscriptionId: v.?subscriptionId ?? subscription().subscriptionId
+    systemTopicName: v.?systemTopicName ?? ''
+    diagnostics: v.?diagnostics ?? true
+    developerAccess: false
+  })
+)
 
-module existingVaultAccess 'modules/vault-access.bicep' = [
-  for (v, i) in existingKeyVaults: {
+module vaultAccess 'modules/vault-access.bicep' = [
+  for (v, i) in vaults: {
     name: 'vault-access-${i}-${take(v.name, 40)}'
-    scope: resourceGroup(v.?subscriptionId ?? subscription().subscriptionId, v.resourceGroup)
+    scope: resourceGroup(v.subscriptionId, v.resourceGroup)
     params: {
       vaultName: v.name
       principalId: identity.outputs.principalId
-      developerPrincipalId: ''
-      systemTopicName: v.?systemTopicName ?? ''
+      developerPrincipalId: v.developerAccess ? developerPrincipalId : ''
+      systemTopicName: v.systemTopicName
       workspaceId: monitoring.outputs.workspaceId
-      diagnostics: v.?diagnostics ?? true
+      diagnostics: v.diagnostics
       actionGroupId: alerts.outputs.actionGroupId
       tags: tags
     }
+    dependsOn: [
+      vault
+    ]
   }
 ]
 
@@ -208,13 +218,7 @@ module deadLetterAccess 'modules/dead-letter-access.bicep' = {
   params: {
     storageAccountName: storage.outputs.name
     containerName: storage.outputs.deadLetterContainerName
-    principalIds: filter(
-      concat(
-        createKeyVault ? [createdVaultAccess.outputs.topic.principalId] : [],
-        map(range(0, length(existingKeyVaults)), i => existingVaultAccess[i].outputs.topic.principalId)
-      ),
-      p => !empty(p)
-    )
+    principalIds: [for (v, i) in vaults: vaultAccess[i].outputs.topic.principalId]
   }
 }
 
@@ -242,8 +246,6 @@ module alerts 'modules/alerts.bicep' = {
   }
 }
 
-var primaryVaultUri = createKeyVault ? vault.outputs.uri : 'https://${existingKeyVaults[0].name}${environment().suffixes.keyvaultDns}'
-
 module app 'modules/function-app.bicep' = {
   name: 'function-app'
   scope: rg
@@ -259,7 +261,7 @@ module app 'modules/function-app.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    keyVaultUrl: primaryVaultUri
+    keyVaultUrl: vaultAccess[0].outputs.vaultUri
     rotationSchedule: rotationSchedule
     cleanupSchedule: cleanupSchedule
     secretsNamePrefix: secretsNamePrefix
@@ -270,8 +272,7 @@ module app 'modules/function-app.bicep' = {
   // The app must not start before its identity may read storage, telemetry and the vault.
   dependsOn: [
     rbac
-    createdVaultAccess
-    existingVaultAccess
+    vaultAccess
   ]
 }
 
@@ -282,12 +283,9 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_NAME string = app.outputs.name
 output AZURE_FUNCTION_APP_ID string = app.outputs.id
 output AZURE_CLIENT_ID string = identity.outputs.clientId
-output KEY_VAULT_URL string = primaryVaultUri
+output KEY_VAULT_URL string = vaultAccess[0].outputs.vaultUri
 output AZURE_STORAGE_ACCOUNT string = storage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 // Where the postdeploy hook creates the Event Grid subscriptions (infra/events.bicep): one per vault topic.
-output KEY_VAULT_EVENT_TOPICS array = concat(
-  createKeyVault ? [createdVaultAccess.outputs.topic] : [],
-  map(range(0, length(existingKeyVaults)), i => existingVaultAccess[i].outputs.topic)
-)
+output KEY_VAULT_EVENT_TOPICS array = [for (v, i) in vaults: vaultAccess[i].outputs.topic]
 output DEAD_LETTER_CONTAINER_ID string = storage.outputs.deadLetterContainerId

@@ -2,7 +2,10 @@
 // storage, and nowhere else (container scope; shared keys are off, so dead-lettering must use an identity).
 param storageAccountName string
 param containerName string
+@description('Principal ids of the system topics; empty entries (topics this template did not create) are skipped.')
 param principalIds string[] = []
+
+var writerIds = filter(principalIds, p => !empty(p))
 
 // Write the dead-letter blobs (no lease, no ACL management needed).
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
@@ -22,7 +25,7 @@ resource container 'Microsoft.Storage/storageAccounts/blobServices/containers@20
 }
 
 resource writers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
-  for p in principalIds: {
+  for p in writerIds: {
     name: guid(container.id, p, storageBlobDataContributor)
     scope: container
     properties: {

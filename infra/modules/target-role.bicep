@@ -31,6 +31,8 @@ var deniedRoles = [
   '00482a5a-887f-4fb3-b363-3b7fe8e74483' // Key Vault Administrator
 ]
 var roleCheck = !contains(deniedRoles, toLower(roleDefinitionId)) ? 'ok' : string(int('rotationTargetRoles: role ${roleDefinitionId} on ${targetResourceId} is broader than rotation needs; use a role with only the key actions (infra/README.md)'))
+// Evaluated in every role assignment's condition, so a refused entry fails before anything is assigned.
+var allowed = typeCheck == 'ok' && roleCheck == 'ok'
 var roleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleDefinitionId)
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = if (resourceType == 'microsoft.storage/storageaccounts') {
@@ -53,7 +55,7 @@ resource redis 'Microsoft.Cache/redis@2024-03-01' existing = if (resourceType ==
   name: resourceName
 }
 
-resource onStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (resourceType == 'microsoft.storage/storageaccounts') {
+resource onStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (allowed && resourceType == 'microsoft.storage/storageaccounts') {
   name: guid(targetResourceId, principalId, roleDefinitionId)
   scope: storageAccount
   properties: {
@@ -63,7 +65,7 @@ resource onStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (re
   }
 }
 
-resource onCosmos 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (resourceType == 'microsoft.documentdb/databaseaccounts') {
+resource onCosmos 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (allowed && resourceType == 'microsoft.documentdb/databaseaccounts') {
   name: guid(targetResourceId, principalId, roleDefinitionId)
   scope: cosmos
   properties: {
@@ -73,7 +75,7 @@ resource onCosmos 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (res
   }
 }
 
-resource onServiceBus 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (resourceType == 'microsoft.servicebus/namespaces') {
+resource onServiceBus 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (allowed && resourceType == 'microsoft.servicebus/namespaces') {
   name: guid(targetResourceId, principalId, roleDefinitionId)
   scope: serviceBus
   properties: {
@@ -83,7 +85,7 @@ resource onServiceBus 'Microsoft.Authorization/roleAssignments@2022-04-01' = if 
   }
 }
 
-resource onEventHubs 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (resourceType == 'microsoft.eventhub/namespaces') {
+resource onEventHubs 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (allowed && resourceType == 'microsoft.eventhub/namespaces') {
   name: guid(targetResourceId, principalId, roleDefinitionId)
   scope: eventHubs
   properties: {
@@ -93,7 +95,7 @@ resource onEventHubs 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (
   }
 }
 
-resource onRedis 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (resourceType == 'microsoft.cache/redis') {
+resource onRedis 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (allowed && resourceType == 'microsoft.cache/redis') {
   name: guid(targetResourceId, principalId, roleDefinitionId)
   scope: redis
   properties: {
@@ -104,4 +106,3 @@ resource onRedis 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (reso
 }
 
 output resourceType string = resourceType
-output checked string = '${typeCheck} ${roleCheck}'

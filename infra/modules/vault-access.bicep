@@ -168,5 +168,5 @@ output topic object = {
   subscriptionId: subscription().subscriptionId
   resourceGroup: resourceGroup().name
   name: createTopic ? topic.name : systemTopicName
-  principalId: createTopic ? topic!.identity.principalId : ''
+  principalId: createTopic ? topic.identity.principalId : ''
 }

@@ -127,8 +127,22 @@ def test_key_vault_secrets_officer_on_every_vault() -> None:
     (officer,) = [r for r in ROLE_ASSIGNMENTS if r.symbol == "secretsOfficer"]
     assert officer.file.name == "vault-access.bicep" and officer.condition is None  # unconditional, per vault
     main = bicep.INFRA / "main.bicep"
-    used_for = {symbol: ref for symbol, _, _, ref in bicep.modules(main)}
-    assert used_for["createdVaultAccess"] == used_for["existingVaultAccess"] == "modules/vault-access.bicep"
+    module = bicep.parsed(main)["modules"]["vaultAccess"]
+    assert module["detail"]["path"] == "modules/vault-access.bicep"
+    assert module["config"]["loop_type"]["detail"]["array_name"] == "vaults"
+    # vaults = the created vault (when createKeyVault) + every existing one, so each gets the same access.
+    text = bicep.render(bicep.variables(main)["vaults"])
+    assert text.startswith("concat(createKeyVault ? [") and "map(existingKeyVaults" in text
+    assert [r for r in vault_access_uses()] == ["vaultAccess"]
+
+
+def vault_access_uses() -> list[str]:
+    return [
+        symbol
+        for path in bicep.bicep_files()
+        for symbol, _, _, ref in bicep.modules(path)
+        if ref.endswith("vault-access.bicep")
+    ]
 
 
 # --- no keys, no secrets ----------------------------------------------------------------------------------
