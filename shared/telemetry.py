@@ -290,11 +290,29 @@ class _SweepCollector:
     """What one sweep listed, for the expiry gauges and the expiry notifications at its end."""
 
     started: datetime
-    by_expiry: Counter[str] = field(default_factory=Counter)
-    listed: list[tuple[Any, Any]] = field(default_factory=list)  # (VersionInfo, Assessment | None)
-    versions: dict[str, str | None] = field(default_factory=dict)
-    types: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name → (VersionInfo, Assessment | None)
+    rotated: set[str] = field(default_factory=set)  # names the rotation hook saw
     failures: list[Any] = field(default_factory=list)  # notification events, delivered at the end
+
+    @property
+    def listed(self) -> list[tuple[Any, Any]]:
+        return list(self.seen.values())
+
+    def version_of(self, name: str) -> str | None:
+        info = self.seen.get(name, (None, None))[0]
+        return getattr(info, "version", None)
+
+    def type_of(self, name: str) -> str | None:
+        policy = getattr(self.seen.get(name, (None, None))[1], "policy", None)
+        return getattr(policy, "rotation_type", None)
+
+    def by_expiry(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for info, assessment in self.seen.values():
+            if assessment is not None:
+                expiry = assessment.expires_on or info.expires_on
+                counts[window_of(days_until(expiry, self.started))] += 1
+        return counts
 
 
 _SWEEP: contextvars.ContextVar[_SweepCollector | None] = contextvars.ContextVar(
@@ -336,14 +354,7 @@ def listed(info: Any, assessment: Any) -> None:
     if collector is None:
         return
     try:
-        collector.listed.append((info, assessment))
-        collector.versions[info.name] = info.version
-        if assessment is not None:
-            policy = getattr(assessment, "policy", None)
-            if policy is not None:
-                collector.types[info.name] = policy.rotation_type
-            expiry = assessment.expires_on or info.expires_on
-            collector.by_expiry[window_of(days_until(expiry, collector.started))] += 1
+        collector.seen[info.name] = (info, assessment)  # idempotent: a re-assessment replaces the listing's
     except Exception as exc:  # noqa: BLE001 - never let bookkeeping break a sweep
         _log.debug("telemetry.listed: %s", type(exc).__name__)
 
@@ -369,12 +380,23 @@ def _active() -> bool:
 # ----------------------------------------------------------------------------- hooks: rotation
 
 
+def _argument(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str, fits: Callable[[Any], bool]
+) -> Any:
+    """A hooked method's argument by keyword, else the first positional one that fits (after `self`): the
+    hooks survive the engine reordering its parameters."""
+    if name in kwargs:
+        return kwargs[name]
+    return next((a for a in args[1:] if fits(a)), None)
+
+
 def _failed(outcome: str) -> bool:
     return outcome == "Failed"
 
 
 def traced_rotation(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Decorates the engine's one-secret rotation ``(self, name, request, ...)`` → RotationResult.
+    """Decorates the engine's one-secret rotation ``(self, name, request, ...)`` → RotationResult (arguments
+    found by keyword or by kind, in any order).
 
     A span per rotation; rotations by outcome and type; failures; duration; the outcome remembered for the
     status page; a failure notified (at the sweep's end inside a sweep, at once on demand). An exception
@@ -383,8 +405,8 @@ def traced_rotation(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         engine = args[0] if args else None
-        name = str(kwargs.get("name", args[1] if len(args) > 1 else ""))
-        request = kwargs.get("request", args[2] if len(args) > 2 else None)
+        name = str(_argument(args, kwargs, "name", lambda a: isinstance(a, str)) or "")
+        request = _argument(args, kwargs, "request", lambda a: hasattr(a, "trigger"))
         trigger = getattr(request, "trigger", None)
         rec = recorder()
         note = _RotationNote()
@@ -451,7 +473,9 @@ async def _rotation_done(
         now = datetime.now(UTC)
         _remember(name, Recent(outcome, now, code, reason, trigger))
         collector = _SWEEP.get()
-        rotation_type = note.rotation_type or (collector.types.get(name) if collector else None) or "unknown"
+        if collector is not None:
+            collector.rotated.add(name)
+        rotation_type = note.rotation_type or (collector.type_of(name) if collector else None) or "unknown"
         settings = getattr(engine, "settings", None)
         vault = _vault_of(settings)
         rec = recorder()
@@ -473,7 +497,7 @@ async def _rotation_done(
         event = notifications.Event(
             kind=notifications.ROTATION_FAILED,
             secret=name,
-            version=(collector.versions.get(name) if collector else None) or getattr(result, "version", None),
+            version=(collector.version_of(name) if collector else None) or getattr(result, "version", None),
             vault=vault,
             outcome=outcome,
             error_code=code,
@@ -552,14 +576,15 @@ async def _sweep_done(
                     if days is not None:
                         rec.days_to_expiry.record(days, {"vault": vault, "managed": assessment is not None})
                 if summary.listing_complete:  # a partial listing would under-count
-                    rec.by_expiry[vault] = collector.by_expiry
+                    rec.by_expiry[vault] = collector.by_expiry()
                 left = summary.statuses.get("PendingRecovery", 0) - summary.outcomes.get("Resumed", 0)
                 rec.pending[vault] = max(0, int(left))
+        unrotated = _unrotated_failures(kind, summary, collector, vault, rec)
         if summary is None or not _notifications_on():
             return
         from . import notifications
 
-        events = list(collector.failures)
+        events = list(collector.failures) + [_failure_event(f, vault, collector) for f in unrotated]
         if kind == "rotation":
             events += notifications.expiry_events(collector.listed, collector.started, vault, settings)
             digest = notifications.digest_event(summary, vault, settings)
@@ -571,17 +596,55 @@ async def _sweep_done(
         _log.warning("telemetry: sweep hook failed (%s); the sweep's result is unchanged", type(exc).__name__)
 
 
+def _unrotated_failures(
+    kind: str, summary: Any, collector: _SweepCollector, vault: str, rec: _Recorder | None
+) -> list[dict[str, str]]:
+    """Failures a rotation sweep decided without rotating (an unusable policy tag): counted and remembered
+    like a failed rotation, since they need the same person."""
+    if kind != "rotation" or summary is None:
+        return []
+    found = [e for e in summary.errors if e.get("name") not in collector.rotated and e.get("name") != "*"]
+    now = datetime.now(UTC)
+    for error in found:
+        name = str(error.get("name"))
+        _remember(name, Recent("Failed", now, error.get("code"), error.get("reason"), "timer"))
+        if rec is not None:
+            rotation_type = collector.type_of(name) or "unknown"
+            labels = {"vault": vault, "outcome": "Failed", "type": rotation_type, "trigger": "timer"}
+            rec.rotations.add(1, labels)
+            rec.rotation_failures.add(
+                1, {"vault": vault, "type": rotation_type, "error_code": str(error.get("code") or "")}
+            )
+    return found
+
+
+def _failure_event(error: dict[str, str], vault: str, collector: _SweepCollector) -> Any:
+    from . import notifications
+
+    name = str(error.get("name"))
+    return notifications.Event(
+        kind=notifications.ROTATION_FAILED,
+        secret=name,
+        vault=vault,
+        version=collector.version_of(name),
+        outcome="Failed",
+        error_code=error.get("code"),
+        reason=error.get("reason"),
+        rotation_type=collector.type_of(name),
+    )
+
+
 # ----------------------------------------------------------------------------- hooks: cleanup action
 
 
 def traced_cleanup(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Decorates the cleanup engine's ``_act(self, step, dry_run, ...)``: a span and a count per action."""
+    """Decorates the cleanup engine's ``_act(self, ..., step, dry_run, ...)``: a span and a count each."""
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         engine = args[0] if args else None
-        step = kwargs.get("step", args[1] if len(args) > 1 else None)
-        dry_run = bool(kwargs.get("dry_run", args[2] if len(args) > 2 else False))
+        step = _argument(args, kwargs, "step", lambda a: hasattr(a, "action") and hasattr(a, "outcome"))
+        dry_run = bool(_argument(args, kwargs, "dry_run", lambda a: isinstance(a, bool)))
         rec = None if dry_run else recorder()
         action = str(getattr(getattr(step, "action", None), "value", "unknown"))
         name = str(getattr(step, "name", ""))

@@ -32,7 +32,7 @@ class Otel:
         return [s for s in self.spans.get_finished_spans() if name is None or s.name == name]
 
     def points(self, metric: str) -> list[tuple[dict[str, Any], Any]]:
-        """(attributes, value) of every point of `metric` (a Sum's value, a histogram's count/sum, a gauge's)."""
+        """(attributes, value) of each point of `metric`: a sum's or gauge's value, a histogram's (count, sum)."""
         data = self.reader.get_metrics_data()
         found: list[tuple[dict[str, Any], Any]] = []
         for resource in data.resource_metrics if data else []:
@@ -158,9 +158,10 @@ async def receiver(tmp_path: Any) -> AsyncIterator[Receiver]:
 
 @pytest.fixture
 async def notify_env(
-    receiver: Receiver, kv_client: Any, monkeypatch: pytest.MonkeyPatch
+    receiver: Receiver, kv_client: Any, vault_control: Any, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Receiver]:
-    """The three channels configured the production way: URLs and the key in Key Vault, settings naming them."""
+    # vault_control resets the vault when first used: before the channels are stored, never after
+    """The three channels set up the production way: URLs and the key in Key Vault, settings naming them."""
     stored = {
         "notify-webhook-url": receiver.url("webhook"),
         "notify-webhook-key": receiver.key,
@@ -199,3 +200,16 @@ def hooked(monkeypatch: pytest.MonkeyPatch) -> None:
         current = getattr(cls, method)
         if getattr(current, "__wrapped__", None) is None:
             monkeypatch.setattr(cls, method, hook(current))
+    import inspect
+
+    from shared.rotation import engine
+
+    if "telemetry.listed(" not in inspect.getsource(RotationEngine.sweep):
+        real_assess = engine.assess
+
+        def assess_and_note(info: Any, now: Any, settings: Any) -> Any:
+            assessment = real_assess(info, now, settings)
+            telemetry.listed(info, assessment)
+            return assessment
+
+        monkeypatch.setattr(engine, "assess", assess_and_note)

@@ -1,11 +1,10 @@
-"""Notifications: Standard Webhooks signatures (the published vector), channel payloads, delivery over real TLS
-to a local receiver that verifies them, retries with backoff, dedup per (secret, version, kind, day) in memory
-and in a blob (Azurite), channel URLs and keys read from the local Key Vault, nothing secret in any payload."""
+"""Notifications: Standard Webhooks signatures (the published vector), channel payloads, delivery over real
+TLS to a local receiver that verifies them, retries with backoff, dedup per (secret, version, kind, day) in
+memory and in a blob (Azurite), channel URLs and keys read from the local Key Vault, no secret in a payload."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -104,9 +103,13 @@ def test_generic_payload_is_a_cloudevent_whose_id_is_the_webhook_id() -> None:
             "secret": "app-db-password",
             "version": "0123abcd",
             "outcome": "Failed",
-            "error": {"code": "VaultUnavailable", "reason": "Key Vault answered HTTP 500 for a write; retry later."},
+            "error": {
+                "code": "VaultUnavailable",
+                "reason": "Key Vault answered HTTP 500 for a write; retry later.",
+            },
             "rotationType": "random",
-            "advice": "Read the reason, fix the target or the tags, then POST /api/secrets/app-db-password/rotate.",
+            "advice": "Read the reason, fix the target or the tags, then "
+            "POST /api/secrets/app-db-password/rotate.",
         },
     }
     assert event.message_id == failed_event().message_id  # stable: the receiver's idempotency key
@@ -150,7 +153,9 @@ def notifier_for(receiver: Receiver, sleeps: list[float], **options: Any) -> Not
     )
 
 
-async def test_each_channel_receives_its_payload_and_the_webhook_signature_verifies(receiver: Receiver) -> None:
+async def test_each_channel_receives_its_payload_and_the_webhook_signature_verifies(
+    receiver: Receiver,
+) -> None:
     sleeps: list[float] = []
     event = failed_event()
     deliveries = await notifier_for(receiver, sleeps).send([event])
@@ -178,7 +183,11 @@ async def test_the_same_secret_version_kind_and_day_is_sent_once(receiver: Recei
     again = await notifier.send([failed_event(time=NOW + timedelta(hours=5))])
     assert [d.outcome for d in again] == ["duplicate"]
     other = await notifier.send(
-        [failed_event(version="newer"), failed_event(kind=EXPIRED), failed_event(time=NOW + timedelta(days=1))]
+        [
+            failed_event(version="newer"),
+            failed_event(kind=EXPIRED),
+            failed_event(time=NOW + timedelta(days=1)),
+        ]
     )
     assert [d.outcome for d in other] == ["sent"] * 9
     assert len(receiver.received) == 3 + 9
