@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ...errors import VAULT_FAILURES, CredentialRejected, DomainError, TargetRefused, TargetUnavailable
+from ...errors import CredentialRejected, TargetRefused, TargetUnavailable
 from ..policy import (
     TAG_ALPHABET,
     TAG_CREDENTIAL_ID,
@@ -414,7 +414,7 @@ class DatabaseRotator:
     test_delays: tuple[float, ...] = TEST_DELAYS
 
     def __init__(self) -> None:
-        # Values drawn after a policy rejection, stored by the engine, not yet on the server: test applies them.
+        # Drawn after a policy rejection, stored by the engine, not yet on the server: test applies them.
         self._deferred: set[tuple[str, str, str]] = set()
 
     # -------------------------------------------------------------- contract
@@ -524,7 +524,7 @@ class DatabaseRotator:
         return None
 
     async def describe(self, ctx: RotationContext) -> dict[str, Any]:
-        """For the plan and dry run: which user changes, whether the server and admin secret work. No writes."""
+        """For the plan and dry run: which user changes, whether server and admin secret work. No writes."""
         report: dict[str, Any] = {"rotationType": self.rotation_type, "writes": False}
         try:
             target = self.target(ctx.policy)
@@ -658,7 +658,7 @@ class DatabaseRotator:
             except TargetRefused:
                 tried.append(label + ": unreadable")
                 continue
-            except (*VAULT_FAILURES, DomainError) as exc:  # unreadable (disabled, purged): try the next
+            except Exception as exc:
                 if version is None:
                     raise
                 tried.append(f"{label}: {type(exc).__name__}")
@@ -697,7 +697,7 @@ class DatabaseRotator:
         if not isinstance(host, str) or not host.strip():
             raise TargetRefused(
                 f'the admin secret {target.admin_secret} names no host; add "host": "{target.host}" so it '
-                f"cannot                 "be used against another server"
+                "cannot be used against another server"
             )
         admin_host, admin_port = _host_port(host, target.port)
         port = data.get("port")

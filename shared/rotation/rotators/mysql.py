@@ -57,12 +57,12 @@ def _tls_context(ca: str | None) -> ssl.SSLContext:
 
 
 def _errno(exc: BaseException) -> int:
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     return args[0] if args and isinstance(args[0], int) else 0
 
 
 def _message(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     return str(args[1] if len(args) > 1 else exc)[:300]
 
 
