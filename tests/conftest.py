@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.vault",
     "tests.fixtures.app",
     "tests.fixtures.rotation",
+    "tests.fixtures.databases",
 ]
