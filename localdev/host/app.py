@@ -32,6 +32,10 @@ _request_log = logging.getLogger("localdev.host.requests")
 
 _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 _EVENTGRID_PATH = "runtime/webhooks/eventgrid"
+DEFAULT_BODY_LIMIT = 104_857_600  # Azure's default request body limit (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT)
+ADMIN_BODY_LIMIT = 1_048_576  # {"input": ...} for a manual run
+EVENTGRID_BODY_LIMIT = 1_048_576  # Event Grid delivers at most 1 MB per batch
+AUTH_FAILURE = web.RequestKey("auth_failure", str)
 FUNCTION = web.RequestKey("function", str)
 INVOCATION = web.RequestKey("invocation_id", str)
 HOST = web.AppKey("host", "FunctionHost")
@@ -49,12 +53,48 @@ class FunctionHost:
     auth_enabled: bool = True
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
+    body_limit: int = DEFAULT_BODY_LIMIT  # FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, as in Azure
+    body_timeout: float = 30.0  # seconds to receive a whole body once the headers are in
+
     # -- auth ---------------------------------------------------------------------------------------
     def authorized(self, request: web.Request, level: str) -> bool:
+        """Whether the request's key satisfies `level`; a refusal is logged as "no key" or "wrong key"."""
         if not self.auth_enabled or level == "anonymous":
             return True
         presented = request.headers.get(KEY_HEADER) or request.query.get(KEY_QUERY)
-        return self.keys.allows(level, presented)
+        if self.keys.allows(level, presented):
+            return True
+        request[AUTH_FAILURE] = "no key" if not presented else f"wrong key for {level}"
+        return False
+
+    async def read_body(self, request: web.Request, limit: int) -> bytes:
+        """The body, refused from Content-Length before it is read (413) and within body_timeout (408)."""
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=limit,
+                actual_size=request.content_length,
+                text=f"The body is larger than this endpoint's limit of {limit} bytes.",
+            )
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await request.content.read(limit + 1)
+                while len(body) <= limit and not request.content.at_eof():
+                    chunk = await request.content.read(limit + 1 - len(body))
+                    if not chunk:
+                        break
+                    body += chunk
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f"The body was not received within {self.body_timeout:g} s.",
+                headers={"Connection": "close"},
+            ) from None
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=limit,
+                actual_size=len(body),
+                text=f"The body is larger than this endpoint's limit of {limit} bytes.",
+            )
+        return body
 
     # -- HTTP triggers ------------------------------------------------------------------------------
     def match(self, path: str, method: str) -> tuple[RegisteredFunction | None, dict[str, str], set[str]]:
@@ -75,15 +115,14 @@ class FunctionHost:
         return best[1], best[2], allowed
 
     async def serve_http(self, request: web.Request, path: str) -> web.StreamResponse:
-        function, route_params, allowed = self.match(path, request.method)
+        function, route_params, _allowed = self.match(path, request.method)
         if function is None:
-            if allowed:
-                return web.Response(status=405, headers={"Allow": ", ".join(sorted(allowed))})
+            # Azure answers 404 when the route matches but not the method (no 405, no Allow).
             return web.Response(status=404)
         request[FUNCTION] = function.name
         if not self.authorized(request, function.auth_level or "function"):
             return web.Response(status=401)
-        body = await request.read()
+        body = await self.read_body(request, self.body_limit)
         invocation_id = str(uuid.uuid4())
         request[INVOCATION] = invocation_id
 
@@ -167,8 +206,8 @@ class FunctionHost:
         if function is None:
             return web.Response(status=404)
         try:
-            document = json.loads(await request.read() or b"null")
-        except ValueError:
+            document = json.loads(await self.read_body(request, ADMIN_BODY_LIMIT) or b"null")
+        except (ValueError, RecursionError):
             return error_json(400, 'The request body is not valid JSON. Send {"input": "..."}.')
         if not isinstance(document, dict):
             return error_json(400, 'Send a JSON object: {"input": "<string, number or boolean>"}.')
@@ -227,8 +266,8 @@ class FunctionHost:
             return web.Response(status=404, text=f"cannot find function: '{name}'")
         request[FUNCTION] = function.name
         try:
-            document = json.loads(await request.read())
-        except ValueError:
+            document = json.loads(await self.read_body(request, EVENTGRID_BODY_LIMIT))
+        except (ValueError, RecursionError):
             return error_json(
                 400, "The body is not valid JSON: send an array of Event Grid events or CloudEvents."
             )
@@ -349,18 +388,25 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
         response = await handler(request)
         status = response.status
         return response
+    except (web.HTTPRequestEntityTooLarge, web.HTTPRequestTimeout) as exc:
+        # The rest of the body is never read: answer and close the connection instead of draining it.
+        status = exc.status
+        refused = web.json_response({"error": exc.text or exc.reason}, status=exc.status)
+        refused.force_close()
+        return refused
     except web.HTTPException as exc:
         status = exc.status
         raise
     finally:
         _request_log.info(
-            "request: method=%s path=%s status=%d duration_ms=%.1f function=%s invocation=%s",
+            "request: method=%s path=%s status=%d duration_ms=%.1f function=%s invocation=%s%s",
             request.method,
             request.path,
             status,
             (time.perf_counter() - started) * 1000,
             request.get(FUNCTION, "-"),
             request.get(INVOCATION, "-"),
+            f" auth={request[AUTH_FAILURE]!r}" if AUTH_FAILURE in request else "",
         )
 
 
@@ -384,7 +430,7 @@ def create_app(host: FunctionHost) -> web.Application:
                 return web.Response(status=404)
         return await host.serve_http(request, path)
 
-    app = web.Application(middlewares=[request_log], client_max_size=100 * 1024 * 1024)
+    app = web.Application(middlewares=[request_log], client_max_size=host.body_limit)
     app[HOST] = host
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

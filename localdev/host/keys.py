@@ -61,10 +61,15 @@ class HostKeys:
             return True
         if not presented:
             return False
+        accepted: tuple[str, ...]
         if level == "function":
             accepted = (self.defaultFunctionKey, self.masterKey)
         elif level == "system":
             accepted = (self.eventGridSystemKey, self.masterKey)
         else:  # admin, and anything unknown: the strictest
             accepted = (self.masterKey,)
-        return any(hmac.compare_digest(presented.encode(), key.encode()) for key in accepted)
+        try:  # a header may carry any bytes (aiohttp hands them on surrogate-escaped): not a key of ours
+            offered = presented.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return any(hmac.compare_digest(offered, key.encode()) for key in accepted)

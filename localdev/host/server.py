@@ -17,6 +17,7 @@ from .appsettings import apply_settings, read_host_json, read_local_settings
 from .clock import Clock, SystemClock
 from .invocation import Invoker
 from .keys import HostKeys
+from .protocol import GuardedAppRunner
 from .registry import TIMER_TRIGGER, FunctionRegistry, load_registry
 from .timers import TimerService
 
@@ -102,7 +103,12 @@ async def start_host(config: HostConfig) -> RunningHost:
         clock,
     )
     function_host = FunctionHost(registry, keys, invoker, timers, host_json.route_prefix, config.auth)
-    runner = web.AppRunner(create_app(function_host), access_log=None, handle_signals=False)
+    limit = os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "").strip()
+    if limit:
+        if not limit.isdigit():
+            raise ValueError(f"FUNCTIONS_REQUEST_BODY_SIZE_LIMIT {limit!r}: give a number of bytes")
+        function_host.body_limit = int(limit)
+    runner = GuardedAppRunner(create_app(function_host), access_log=None, handle_signals=False)
     await runner.setup()
     site: web.BaseSite
     if config.sock is not None:

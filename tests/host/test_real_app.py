@@ -79,8 +79,7 @@ async def test_every_route_and_method_of_the_real_app(real_host, caplog) -> None
         async with http.get(f"{base}/api/rotation/plan") as resp:
             assert resp.status == 200
         async with http.patch(f"{base}/api/secrets/{name}") as resp:
-            assert resp.status == 405
-            assert resp.headers["Allow"] == "DELETE, GET, PUT"
+            assert resp.status == 404  # Azure: a method no function declares is 404, not 405
         async with http.delete(f"{base}/api/secrets/{name}") as resp:
             assert resp.status == 200
         for _ in range(100):  # soft delete completes asynchronously in the vault, as in Azure
