@@ -174,8 +174,7 @@ class AzureRest:
         client = _pipeline(self.settings, base, scope, self.retry_total)
         request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
         try:
-            response = await client.send_request(request)
-            await response.read()
+            response = await client.send_request(request)  # not streamed: the body is read here
         except ClientAuthenticationError as exc:
             raise TargetRefused(
                 f"The app's managed identity could not get a token for {service} to {call.operation} "
