@@ -2,7 +2,7 @@
 
 The declaration side imports the app fresh in a subprocess (get_functions() works once per FunctionApp);
 the served side is the running host, probed over HTTP: each declared method of each route reaches the
-function (401 without a key for function/admin level, never 404/405), undeclared methods get 404 (as in Azure).
+function (401 without a key for function/admin level, never 404/405), undeclared methods get 404 (Azure).
 """
 
 from __future__ import annotations
