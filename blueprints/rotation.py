@@ -9,9 +9,8 @@ import logging
 
 import azure.functions as func
 
-from shared.cleanup import default_cleanup
-from shared.rotation import RotationRequest, default_engine, last_summaries
-from shared.settings import get_settings
+from shared import plan
+from shared.rotation import RotationRequest, default_engine
 from shared.validation import parse_flag, validate_name
 
 from .responses import answers_json, caller_of, json_response
@@ -51,14 +50,4 @@ async def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
 @answers_json
 async def rotation_plan(req: func.HttpRequest) -> func.HttpResponse:
     """What the next rotation and cleanup would do, per managed secret, and the last real runs' summaries."""
-    budget = get_settings().plan_budget_seconds  # an HTTP answer must come within Azure's 230 s
-    engine = await default_engine()
-    rotation = await engine.sweep(dry_run=True, include_items=True, budget_seconds=budget)
-    cleanup = await (await default_cleanup()).sweep(dry_run=True, include_items=True, budget_seconds=budget)
-    return json_response(
-        {
-            "rotation": rotation.to_dict(with_items=True),
-            "cleanup": cleanup.to_dict(with_items=True),
-            "lastRuns": last_summaries(),
-        }
-    )
+    return json_response(await plan.rotation_plan())

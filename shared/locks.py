@@ -253,6 +253,8 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
 async def close_lease_lock() -> None:
     global _lease
     held, _lease = _lease, None
+    if held is not None and PROCESS_LOCKS.distributed is held[1]:
+        PROCESS_LOCKS.distributed = None  # nothing may hold on to a lease whose storage client is closed
     if held is not None:
         await held[2].close()
         if held[3] is not None:

@@ -66,7 +66,7 @@ class ListQuery:
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidRequest(
             "Secret names are 1-127 characters of letters, digits and dashes (Key Vault's rule).",
             field="name",
@@ -98,7 +98,7 @@ def require_json(content_type: str | None, body: bytes) -> dict[str, Any]:
         raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes.", field="body")
     try:
         parsed = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         # The parser's message can quote the body (and so a value): never echo it.
         raise InvalidRequest("The body is not valid UTF-8 JSON.", field="body") from None
     if not isinstance(parsed, dict):
@@ -202,7 +202,7 @@ def _instant(body: Mapping[str, Any], key: str) -> datetime | None:
             f"{key} must be an RFC 3339 date-time string, e.g. 2030-01-31T00:00:00Z.", field=key
         )
     example = "e.g. 2030-01-31T00:00:00Z"
-    if not _RFC3339.match(raw):
+    if not _RFC3339.fullmatch(raw):
         raise InvalidRequest(f"{key} must be an RFC 3339 date-time with a time zone, {example}.", field=key)
     date_part, _, rest = raw.upper().partition("T")
     # Python 3.11 parses at most 6 fractional digits; the vault keeps whole seconds anyway.
@@ -262,7 +262,7 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     raw = params.get("maxresults")
     max_results = MAX_RESULTS
     if raw is not None and raw != "":
-        if not _MAX_RESULTS_PARAM.match(raw) or not 1 <= int(raw) <= MAX_RESULTS:
+        if not _MAX_RESULTS_PARAM.fullmatch(raw) or not 1 <= int(raw) <= MAX_RESULTS:
             raise InvalidRequest(
                 f"maxresults must be an integer from 1 to {MAX_RESULTS}.", field="maxresults"
             )

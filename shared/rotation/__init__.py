@@ -3,18 +3,17 @@ Key Vault events (events), run summaries (results). Triggers in blueprints/ call
 
 from __future__ import annotations
 
+from ..vault.sweep import SweepSummary, last_summaries
 from .engine import RotationEngine, RotationRequest
 from .policy import RotationPolicy, SecretStatus
-from ..vault.sweep import SweepSummary, last_summaries
 from .results import Outcome, RotationResult
 
 
 async def default_engine() -> RotationEngine:
     """An engine on the process's shared client and settings."""
     from ..keyvault import get_secret_client
-    from ..locks import lease_lock_for
+    from ..locks import PROCESS_LOCKS, lease_lock_for
     from ..settings import get_settings
-    from ..locks import PROCESS_LOCKS
     from ..vault.calls import VaultCalls, process_limiters
 
     settings = get_settings()

@@ -7,6 +7,8 @@ space-insensitively and times accept numbers or numeric strings.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,11 +38,11 @@ def _epoch(raw: Any, field: str) -> datetime | None:
         return None
     try:
         seconds = float(raw.strip() if isinstance(raw, str) else raw)
-    except (TypeError, ValueError):
+        return datetime.fromtimestamp(seconds, UTC)  # nan, inf and 1e20 fail here (ValueError/OverflowError)
+    except (TypeError, ValueError, OverflowError, OSError):
         raise EventError(
-            f"data.{field} must be epoch seconds (number or numeric string), got {raw!r}"
+            f"data.{field} must be epoch seconds (a finite number or numeric string), got {str(raw)[:40]!r}"
         ) from None
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,9 @@ def parse_event(
 ) -> KeyVaultEvent:
     """Build a KeyVaultEvent from an event's type and data (a dict, or a JSON string of one)."""
     if isinstance(data, (str, bytes)):
-        import json
-
         try:
             data = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise EventError("event data is not JSON") from None
     if not isinstance(data, Mapping):
         raise EventError("event data must be an object with ObjectName, Version, NBF and EXP")
@@ -85,7 +85,7 @@ def parse_event(
             version = version or parts[-1]
     if not name:
         raise EventError("event names no secret: data.ObjectName, subject and data.Id are all missing")
-    if not NAME_PATTERN.match(str(name)):  # refused here: the vault would refuse it on every redelivery
+    if not NAME_PATTERN.fullmatch(str(name)):  # refused here: the vault would refuse it on every redelivery
         raise EventError(f"data.ObjectName {str(name)[:130]!r} is not a Key Vault secret name")
     return KeyVaultEvent(
         event_id=event_id,
@@ -96,4 +96,67 @@ def parse_event(
         version=str(version) if version else None,
         not_before=_epoch(_field(data, "NBF"), "NBF"),
         expires_on=_epoch(_field(data, "EXP"), "EXP"),
+    )
+
+
+_log = logging.getLogger("shared.rotation.events")
+alert_log = logging.getLogger("secrets.alert")
+
+
+async def handle(
+    event_type: str, data: Any, *, subject: str | None = None, event_id: str | None = None
+) -> None:
+    """Act on one Key Vault event: SecretNearExpiry rotates iff the event's version is still current and
+    due; SecretExpired raises an alert line; everything else needs no action (one DEBUG line).
+
+    A poison event (unparseable, a name Key Vault cannot hold, a time that is no time) is logged and
+    acknowledged — redelivering it could never help. A transient failure (throttling, an unreachable
+    vault) is raised, so Event Grid redelivers it; a permanent one is logged and acknowledged."""
+    from ..errors import DomainError
+    from . import RotationRequest, default_engine
+
+    try:
+        parsed = parse_event(event_type, data, subject=subject, event_id=event_id)
+    except EventError as exc:
+        _log.warning("keyvault_events: ignoring event %s of type %s: %s", event_id, str(event_type)[:80], exc)
+        return
+    if not parsed.is_secret:
+        _log.debug("keyvault_events: %s for a %s needs no action", parsed.event_type, parsed.object_type)
+        return
+    if parsed.event_type == EXPIRED:
+        record = {
+            "alert": "SecretExpired",
+            "name": parsed.name,
+            "version": parsed.version,
+            "expiresOn": parsed.expires_on.isoformat() if parsed.expires_on else None,
+            "eventId": event_id,
+        }
+        alert_log.warning("alert %s", json.dumps(record, sort_keys=True), extra={"alert": record})
+        return
+    if parsed.event_type != NEAR_EXPIRY:
+        _log.debug("keyvault_events: %s for '%s' needs no action", parsed.event_type, parsed.name)
+        return
+    if not parsed.version:
+        _log.warning(
+            "keyvault_events: SecretNearExpiry for '%s' has no version; the timer sweep handles it",
+            parsed.name,
+        )
+        return
+    engine = await default_engine()
+    try:
+        result = await engine.rotate(
+            parsed.name,
+            RotationRequest(trigger="event", expected_version=parsed.version, caller=f"eventgrid:{event_id}"),
+        )
+    except DomainError as exc:
+        if exc.transient:
+            raise  # Event Grid redelivers (the subscription's retry policy)
+        _log.warning("keyvault_events: '%s' not rotated: %s %s", parsed.name, exc.code, exc.message)
+        return
+    _log.info(
+        "keyvault_events: %s '%s' → %s (%s)",
+        parsed.event_type,
+        parsed.name,
+        result.outcome.value,
+        result.reason,
     )

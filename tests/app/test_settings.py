@@ -119,3 +119,11 @@ def test_every_settings_field_is_declared_once() -> None:
     declared = [s.field for s in SETTINGS if s.field is not None]
     assert len(declared) == len(set(declared))
     assert sorted(declared) == sorted(f.name for f in fields(Settings))
+
+
+def test_auto_holds_the_lease_on_azurites_development_storage_too() -> None:
+    """Before: `auto` ignored UseDevelopmentStorage=true, so two local hosts rotated without a lease."""
+    dev = load_settings({**VAULT, "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert dev.rotation_lock == "auto" and dev.cross_instance_lock
+    assert not load_settings(VAULT).cross_instance_lock  # no storage at all: in-process only (and it says so)
+    assert not load_settings({**VAULT, "ROTATION_LOCK": "off", "AzureWebJobsStorage": "x"}).cross_instance_lock
