@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from localdev.host import HostConfig, start_host
+
+from ..fixtures.eventually import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 NEVER = "0 0 0 1 1 *"  # timers must not fire on their own during these tests
@@ -45,13 +46,6 @@ def invocations(caplog, function: str, status: str = "succeeded") -> int:
         and f"function={function} " in r.getMessage()
         and f"status={status}" in r.getMessage()
     )
-
-
-async def eventually(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        await asyncio.sleep(0.05)
-    return predicate()
 
 
 async def test_every_route_and_method_of_the_real_app(real_host, caplog) -> None:
@@ -108,10 +102,11 @@ async def test_timers_fired_through_the_admin_api(real_host, caplog) -> None:
                 f"{real_host.base_url}/admin/functions/{function}", json={"input": ""}
             ) as resp:
                 assert resp.status == 202
-    assert await eventually(
+    await eventually(
         lambda: (
             invocations(caplog, "scheduled_rotation") == 1 and invocations(caplog, "scheduled_cleanup") == 1
-        )
+        ),
+        timeout=10.0,
     )
 
 

@@ -6,12 +6,13 @@ import asyncio
 import itertools
 import json
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ..fixtures.eventually import eventually
 from .conftest import app_module
+from .fakeclock import FakeClock
 
 KV_EVENT = {  # Key Vault's documented sample, Event Grid schema
     "id": "00eccf70-95a7-4e7c-8299-2eb17ee9ad64",
@@ -57,15 +58,6 @@ VALIDATION_EVENT = [
 ]
 
 
-async def wait_for(predicate, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
-
-
 @pytest.fixture
 async def host(host_factory):
     return await host_factory("triggers")
@@ -80,11 +72,17 @@ def eventgrid_url(running, name: str) -> str:
 
 
 # -- timers ---------------------------------------------------------------------------------------------
-async def test_fast_schedule_fires_and_disabled_timer_does_not(host) -> None:
-    calls = app_module(host).CALLS
-    assert await wait_for(lambda: len(calls["fast"]) >= 1, timeout=2.5)
+async def test_fast_schedule_fires_and_disabled_timer_does_not(host_factory) -> None:
+    clock = FakeClock(datetime(2026, 12, 2, 18, 0, 0, tzinfo=UTC))
+    running = await host_factory("triggers", clock=clock)
+    calls = app_module(running).CALLS
+
+    def tick() -> bool:
+        clock.advance(1)
+        return len(calls["fast"]) >= 2
+
+    await eventually(tick)
     assert calls["fast"][0][1] is False  # not past due
-    await asyncio.sleep(0.3)
     assert calls["disabled"] == []
 
 
@@ -92,7 +90,7 @@ async def test_runs_of_one_timer_never_overlap(host_factory, clean_environ) -> N
     clean_environ["SLOW_SCHEDULE"] = "* * * * * *"  # real environment wins over the settings file
     running = await host_factory("triggers")
     calls = app_module(running).CALLS
-    assert await wait_for(lambda: len(calls["slow"]) >= 2, timeout=5.0)
+    await eventually(lambda: len(calls["slow"]) >= 2, timeout=5.0)
     runs = sorted(calls["slow"])
     for (_, previous_end), (next_start, _) in itertools.pairwise(runs):
         assert next_start >= previous_end
@@ -104,7 +102,7 @@ async def test_retry_policy_retries_a_failing_timer(host, http) -> None:
     ) as resp:
         assert resp.status == 202
     calls = app_module(host).CALLS
-    assert await wait_for(lambda: len(calls["flaky"]) >= 3)
+    await eventually(lambda: len(calls["flaky"]) >= 3)
     await asyncio.sleep(0.1)
     assert [(c[0], c[1]) for c in calls["flaky"]] == [(0, 2), (1, 2), (2, 2)]
     assert len({c[2] for c in calls["flaky"]}) == 1  # one invocation, retried
@@ -127,7 +125,7 @@ async def test_missed_occurrence_runs_past_due_at_startup(host_factory, tmp_path
     )
     running = await host_factory("triggers")
     calls = app_module(running).CALLS
-    assert await wait_for(lambda: calls["manual"] == ["TimerRequest:True"])
+    await eventually(lambda: calls["manual"] == ["TimerRequest:True"])
     status = json.loads((state / "timers.json").read_text())["manual_timer"]
     assert datetime.fromisoformat(status["Next"]) > datetime.now(UTC)
 
@@ -201,7 +199,7 @@ async def test_admin_invoke_rules(host, http, headers, body, name, expected) -> 
         assert resp.status == expected
     if expected == 202:
         calls = app_module(host).CALLS
-        assert await wait_for(lambda: calls["manual"] == ["TimerRequest:False"])
+        await eventually(lambda: calls["manual"] == ["TimerRequest:False"])
 
 
 async def test_admin_invoke_of_event_grid_function(host, http) -> None:
@@ -212,7 +210,7 @@ async def test_admin_invoke_of_event_grid_function(host, http) -> None:
     ) as resp:
         assert resp.status == 202
     calls = app_module(host).CALLS
-    assert await wait_for(lambda: len(calls["events"]) == 1)
+    await eventually(lambda: len(calls["events"]) == 1)
     assert calls["events"][0][:3] == (
         "EventGridEvent",
         KV_EVENT["id"],
@@ -231,7 +229,7 @@ async def test_admin_invoke_of_event_grid_function_checks_the_event(host, http) 
     ) as resp:
         assert resp.status == 202
     calls = app_module(host).CALLS
-    assert await wait_for(lambda: len(calls["events"]) == 1)
+    await eventually(lambda: len(calls["events"]) == 1)
     assert calls["events"][0][:2] == ("CloudEvent", KV_CLOUD_EVENT["id"])
 
 
