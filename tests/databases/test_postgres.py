@@ -141,7 +141,7 @@ async def test_wrong_ca_is_terminal_and_never_retried_in_plaintext(
     pg.create_user(user, old)
     name = user.replace("_", "-")
     await kv_client.set_secret(name, old, tags=single_tags(pg, user))
-    with pytest.raises(TargetRefused, match="TLS verification .* failed .*never retries without TLS"):
+    with pytest.raises(TargetRefused, match=r"TLS verification .* failed .*never retries without TLS"):
         await rotate_now(db_engine(), name, vault_clock)
     assert pg.logs_in(user, old)
     # A plaintext retry would have logged in (pg_hba admits host connections with or without TLS): the only
@@ -216,7 +216,9 @@ async def test_a_crash_at_every_step_boundary_converges_and_no_credential_is_los
     admin_secret = admin.replace("_", "-")
     await kv_client.set_secret(
         admin_secret,
-        json.dumps({"username": admin, "password": admin_password, "host": "127.0.0.1", "port": pg.server.port}),
+        json.dumps(
+            {"username": admin, "password": admin_password, "host": "127.0.0.1", "port": pg.server.port}
+        ),
     )
     for step in STEPS:
         user, old = unique("crash"), strong_password()
@@ -247,7 +249,9 @@ async def test_a_crash_at_every_step_boundary_converges_and_no_credential_is_los
         value = (await kv_client.get_secret(name, serving[-1].version)).value
         login_user, password = (user, value) if strategy == "single" else _user_password(value)
         if strategy == "alternating" or step in ("decided", "pending_stored", "promoted"):
-            assert pg.logs_in(login_user, password), f"in-service version does not log in after crash at {step}"
+            assert pg.logs_in(login_user, password), (
+                f"in-service version does not log in after crash at {step}"
+            )
         else:
             drawn = pg_rotator.draw.values[-1]
             assert pg.logs_in(user, drawn) and not pg.logs_in(user, old), step

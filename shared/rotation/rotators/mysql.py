@@ -12,7 +12,8 @@ User names are checked against the flavour's limit (MySQL 32, MariaDB 128 charac
 
 Privileges. single: none (the user sets its own password: MariaDB `SET PASSWORD = PASSWORD(…)`, MySQL
 `ALTER USER CURRENT_USER() IDENTIFIED BY …`). alternating: the admin needs `CREATE USER` (`ALTER USER` for
-another account); clone mode also `GRANT OPTION` plus the privileges it copies to the clone.
+another account); clone mode also `SELECT ON mysql.*` (SHOW GRANTS of another user) and the privileges it
+copies to the clone `WITH GRANT OPTION` - prefer the pre-provisioned pair (AlternateUser): it needs neither.
 """
 
 from __future__ import annotations
@@ -227,22 +228,22 @@ class MySqlDriver:
                     # Created once (IF NOT EXISTS never resets a password), grants re-synced every time.
                     cursor.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
                     self._sync_grants(cursor, clone_of, user, host)
-                else:
-                    cursor.execute("SELECT 1 FROM mysql.user WHERE User = %s AND Host = %s", (user, host))
-                    if cursor.fetchone() is None:
-                        raise TargetRefused(
-                            f"the account '{user}'@'{host}' does not exist on {target.host}; create it or "
-                            "fix "
-                            "CredentialId/AlternateUser/DbUserHost"
-                        )
                 cursor.execute("ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
 
         hint = f"GRANT CREATE USER ON *.* TO '{admin}'@'%'" + (
-            " and give it GRANT OPTION with the privileges it copies to the clone" if clone_of else ""
+            f", GRANT SELECT ON mysql.* TO '{admin}'@'%' (SHOW GRANTS of another user needs it), and the "
+            "privileges it copies to the clone WITH GRANT OPTION (or pre-provision the pair: AlternateUser)"
+            if clone_of
+            else ""
         )
         try:
             await self._run(work)
         except pymysql.err.Error as exc:
+            if _errno(exc) == ER_CANNOT_USER:
+                raise TargetRefused(
+                    f"the account '{user}'@'{host}' does not exist on {target.host}; create it or fix "
+                    "CredentialId/AlternateUser/DbUserHost"
+                ) from None
             raise _statement_error(
                 exc, f"{admin} could not set the password of '{user}'@'{host}'", hint
             ) from None
