@@ -28,7 +28,7 @@ _KEEP_KEY_SCRIPT = (
 )
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(_KEEP_KEY_SCRIPT.encode()).digest()).decode()
 _CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; "
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
     f"script-src 'sha256-{_SCRIPT_HASH}'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 _HEADERS = {
@@ -127,6 +127,16 @@ _WINDOW_LABELS = {
 _TIMELINE_DAYS = 90
 
 
+def _days(days: float) -> str:
+    return f"{days:g} day" + ("" if days == 1 else "s")
+
+
+def _when(moment: Any) -> str:
+    """2026-12-01T18:34:31Z → 2026-12-01 18:34 UTC (readable; the JSON keeps RFC 3339)."""
+    text = str(moment or "")
+    return f"{text[:10]} {text[11:16]} UTC" if len(text) >= 16 and text[10] == "T" else text
+
+
 def _e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
@@ -185,11 +195,11 @@ def _expiry_cell(row: dict[str, Any]) -> str:
     if days is None:
         return '<td class="num">no expiry</td>'
     shown = max(0.0, min(float(days), _TIMELINE_DAYS))
-    text = f"expired {abs(days):g} days ago" if days <= 0 else f"{days:g} days"
+    text = f"expired {_days(abs(days))} ago" if days <= 0 else _days(days)
     return (
         f'<td class="num"><meter min="0" max="{_TIMELINE_DAYS}" low="7" high="30" optimum="{_TIMELINE_DAYS}" '
         f'value="{shown:g}" aria-label="{_e(row["name"])}: {_e(text)} to expiry">{_e(text)}</meter> '
-        f'{_e(text)}<br><span class="small">{_e(row.get("expiresOn"))}</span></td>'
+        f'{_e(text)}<br><span class="small">{_e(_when(row.get("expiresOn")))}</span></td>'
     )
 
 
@@ -202,10 +212,10 @@ def _row(row: dict[str, Any]) -> str:
         flags.append('<span class="badge s-Failed">failed</span>')
     last = row.get("lastOutcome")
     last_text = (
-        f"{_e(last)} <span class=small>{_e(row.get('lastOutcomeOn'))}</span>"
+        f"{_e(last)} <span class=small>{_e(_when(row.get('lastOutcomeOn')))}</span>"
         if last
         else (
-            f"Rotated <span class=small>{_e(row.get('lastRotatedOn'))}</span>"
+            f"Rotated <span class=small>{_e(_when(row.get('lastRotatedOn')))}</span>"
             if row.get("lastRotatedOn")
             else "—"
         )
@@ -220,7 +230,7 @@ def _row(row: dict[str, Any]) -> str:
         f'<td><span class="badge s-{_e(status)}">{_e(status)}</span> {" ".join(flags)}<br>'
         f'<span class="small">{_e(row.get("reason"))}</span></td>'
         f"{_expiry_cell(row)}"
-        f'<td class="num">{_e(row.get("dueOn") or "—")}</td>'
+        f'<td class="num">{_e(_when(row.get("dueOn")) or "—")}</td>'
         f"<td>{last_text}</td>"
         f"<td>{cleanup}</td>"
         "</tr>"
@@ -245,10 +255,10 @@ def render_html(report: dict[str, Any]) -> str:
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">'
         f"<title>Key Vault secrets status — {_e(report['vault'])}</title><style>{_STYLE}</style></head><body>"
         f"<header><h1>Key Vault secrets status: {_e(report['vault'])}</h1>"
-        f'<p class="meta">Generated {_e(report["generatedAt"])} from the vault\'s listed properties '
+        f'<p class="meta">Generated {_e(_when(report["generatedAt"]))} from the vault\'s listed properties '
         "(never a value). "
         'The same data as JSON: <a href="status.json">status.json</a> (add your key).</p></header>'
         f'<main><ul class="totals" aria-label="Totals">{summary}</ul>{_timeline(totals)}'

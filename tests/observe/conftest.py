@@ -32,7 +32,7 @@ class Otel:
         return [s for s in self.spans.get_finished_spans() if name is None or s.name == name]
 
     def points(self, metric: str) -> list[tuple[dict[str, Any], Any]]:
-        """(attributes, value) of each point of `metric`: a sum's or gauge's value, a histogram's (count, sum)."""
+        """(attributes, value) per point of `metric`: a sum's or gauge's value, a histogram's (count, sum)."""
         data = self.reader.get_metrics_data()
         found: list[tuple[dict[str, Any], Any]] = []
         for resource in data.resource_metrics if data else []:

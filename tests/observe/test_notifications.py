@@ -1,6 +1,6 @@
 """Notifications: Standard Webhooks signatures (the published vector), channel payloads, delivery over real
 TLS to a local receiver that verifies them, retries with backoff, dedup per (secret, version, kind, day) in
-memory and in a blob (Azurite), channel URLs and keys read from the local Key Vault, no secret in a payload."""
+memory and in a blob (Azurite), channel URLs and keys read from the local Key Vault, no secret in payloads."""
 
 from __future__ import annotations
 
