@@ -9,6 +9,7 @@ becomes a 500 that names the invocation id and nothing else.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -38,7 +39,6 @@ EVENTGRID_BODY_LIMIT = 1_048_576  # Event Grid delivers at most 1 MB per batch
 AUTH_FAILURE = web.RequestKey("auth_failure", str)
 FUNCTION = web.RequestKey("function", str)
 INVOCATION = web.RequestKey("invocation_id", str)
-HOST = web.AppKey("host", "FunctionHost")
 
 
 @dataclass
@@ -296,7 +296,7 @@ class FunctionHost:
         # One invocation per event, all at once, as the extension's single dispatch does.
         results = await asyncio.gather(
             *(
-                self.invoker.invoke(function, lambda e=event: event_grid_event(e), invocation_id)
+                self.invoker.invoke(function, functools.partial(event_grid_event, event), invocation_id)
                 for event, invocation_id in zip(events, ids, strict=True)
             )
         )
@@ -431,6 +431,5 @@ def create_app(host: FunctionHost) -> web.Application:
         return await host.serve_http(request, path)
 
     app = web.Application(middlewares=[request_log], client_max_size=host.body_limit)
-    app[HOST] = host
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -78,15 +78,15 @@ class InvocationContext(func.Context):
         return self._function_directory
 
     @property
-    def trace_context(self) -> TraceContext:
+    def trace_context(self) -> TraceContext:  # type: ignore[override]
         return self._trace_context
 
     @property
-    def retry_context(self) -> RetryContext:
+    def retry_context(self) -> RetryContext:  # type: ignore[override]
         return self._retry_context
 
     @property
-    def thread_local_storage(self) -> threading.local:
+    def thread_local_storage(self) -> threading.local:  # type: ignore[override]
         return self._thread_local
 
 
