@@ -88,71 +88,110 @@ def _guid(value: str) -> bool:
     return True
 
 
-def _number_args(name: str, args: list[str], count: int) -> list[int]:
-    if len(args) != count:
-        raise RouteTemplateError(f"constraint {name} takes {count} argument(s), got {len(args)}")
+@dataclass(frozen=True)
+class ConstraintKind:
+    """One inline constraint: how many arguments it takes and how it builds its check from them."""
+
+    name: str
+    arities: tuple[int, ...]  # accepted argument counts; (0,) = none, e.g. `int`
+    build: Callable[[list[str]], Constraint]
+    raw: bool = False  # the argument is one text kept whole (regex), not a comma list of integers
+
+    def make(self, argument: str | None) -> Constraint:
+        if self.raw:
+            if argument is None:
+                raise RouteTemplateError(f"constraint {self.name} needs an argument: {self.name}(^[a-z]+$)")
+            return self.build([argument])
+        args = [a.strip() for a in argument.split(",")] if argument is not None else []
+        if len(args) not in self.arities:
+            if self.arities == (0,):
+                raise RouteTemplateError(f"constraint {self.name} takes no argument")
+            counts = " or ".join(str(n) for n in self.arities)
+            raise RouteTemplateError(f"constraint {self.name} takes {counts} argument(s), got {len(args)}")
+        try:
+            [int(a) for a in args]
+        except ValueError:
+            raise RouteTemplateError(f"constraint {self.name} needs integer arguments, got {args}") from None
+        return self.build(args)
+
+
+def _regex(args: list[str]) -> Constraint:
     try:
-        return [int(a) for a in args]
-    except ValueError:
-        raise RouteTemplateError(f"constraint {name} needs integer arguments, got {args}") from None
+        pattern = re.compile(args[0], re.IGNORECASE)
+    except re.error as exc:
+        raise RouteTemplateError(f"invalid regex {args[0]!r}: {exc}") from None
+    return lambda v: pattern.search(v) is not None
+
+
+def _length(args: list[str]) -> Constraint:
+    if len(args) == 1:
+        n = int(args[0])
+        return lambda v: len(v) == n
+    lo, hi = int(args[0]), int(args[1])
+    return lambda v: lo <= len(v) <= hi
+
+
+def _bounded(test: Callable[[int, list[int]], bool]) -> Callable[[list[str]], Constraint]:
+    """min/max/range: the value must be a 64-bit integer, then within the bounds."""
+    long_ok = _integer(64)
+
+    def build(args: list[str]) -> Constraint:
+        bounds = [int(a) for a in args]
+        return lambda v: long_ok(v) and test(int(v), bounds)
+
+    return build
+
+
+def _sized(test: Callable[[int, int], bool]) -> Callable[[list[str]], Constraint]:
+    """minlength/maxlength: the value's length against the one argument."""
+
+    def build(args: list[str]) -> Constraint:
+        n = int(args[0])
+        return lambda v: test(len(v), n)
+
+    return build
+
+
+def _simple(check: Constraint) -> Callable[[list[str]], Constraint]:
+    return lambda _args: check
+
+
+# The ASP.NET Core inline constraints the Functions host accepts, by lower-case name.
+CONSTRAINTS: dict[str, ConstraintKind] = {
+    kind.name: kind
+    for kind in (
+        ConstraintKind("int", (0,), _simple(_integer(32))),
+        ConstraintKind("long", (0,), _simple(_integer(64))),
+        ConstraintKind("bool", (0,), _simple(_bool)),
+        ConstraintKind("alpha", (0,), _simple(lambda v: bool(_ALPHA.match(v)))),
+        ConstraintKind("guid", (0,), _simple(_guid)),
+        ConstraintKind("double", (0,), _simple(_double)),
+        ConstraintKind("float", (0,), _simple(_double)),
+        ConstraintKind("decimal", (0,), _simple(_decimal)),
+        ConstraintKind("datetime", (0,), _simple(_datetime)),
+        ConstraintKind("required", (0,), _simple(lambda v: v != "")),
+        ConstraintKind("nonfile", (0,), _simple(lambda v: "." not in v.rsplit("/", 1)[-1])),
+        ConstraintKind("file", (0,), _simple(lambda v: "." in v.rsplit("/", 1)[-1])),
+        ConstraintKind("regex", (1,), _regex, raw=True),
+        ConstraintKind("minlength", (1,), _sized(lambda size, n: size >= n)),
+        ConstraintKind("maxlength", (1,), _sized(lambda size, n: size <= n)),
+        ConstraintKind("length", (1, 2), _length),
+        ConstraintKind("min", (1,), _bounded(lambda v, b: v >= b[0])),
+        ConstraintKind("max", (1,), _bounded(lambda v, b: v <= b[0])),
+        ConstraintKind("range", (2,), _bounded(lambda v, b: b[0] <= v <= b[1])),
+    )
+}
 
 
 def _build_constraint(name: str, argument: str | None) -> Constraint:
-    """One ASP.NET Core inline constraint; unknown names are template errors, as at host startup."""
-    key = name.lower()
-    simple: dict[str, Constraint] = {
-        "int": _integer(32),
-        "long": _integer(64),
-        "bool": _bool,
-        "alpha": lambda v: bool(_ALPHA.match(v)),
-        "guid": _guid,
-        "double": _double,
-        "float": _double,
-        "decimal": _decimal,
-        "datetime": _datetime,
-        "required": lambda v: v != "",
-        "nonfile": lambda v: "." not in v.rsplit("/", 1)[-1],
-        "file": lambda v: "." in v.rsplit("/", 1)[-1],
-    }
-    if key in simple:
-        if argument is not None:
-            raise RouteTemplateError(f"constraint {name} takes no argument")
-        return simple[key]
-    if key == "regex":
-        if argument is None:
-            raise RouteTemplateError("constraint regex needs a pattern: regex(^[a-z]+$)")
-        try:
-            pattern = re.compile(argument, re.IGNORECASE)
-        except re.error as exc:
-            raise RouteTemplateError(f"invalid regex {argument!r}: {exc}") from None
-        return lambda v: pattern.search(v) is not None
-    args = [a.strip() for a in argument.split(",")] if argument is not None else []
-    if key == "minlength":
-        (n,) = _number_args(name, args, 1)
-        return lambda v: len(v) >= n
-    if key == "maxlength":
-        (n,) = _number_args(name, args, 1)
-        return lambda v: len(v) <= n
-    if key == "length":
-        if len(args) == 1:
-            (n,) = _number_args(name, args, 1)
-            return lambda v: len(v) == n
-        lo, hi = _number_args(name, args, 2)
-        return lambda v: lo <= len(v) <= hi
-    long_ok = _integer(64)
-    if key == "min":
-        (n,) = _number_args(name, args, 1)
-        return lambda v: long_ok(v) and int(v) >= n
-    if key == "max":
-        (n,) = _number_args(name, args, 1)
-        return lambda v: long_ok(v) and int(v) <= n
-    if key == "range":
-        lo, hi = _number_args(name, args, 2)
-        return lambda v: long_ok(v) and lo <= int(v) <= hi
-    raise RouteTemplateError(
-        f"unknown route constraint {name!r}; use int, long, bool, alpha, guid, double, float, decimal, "
-        "datetime, minlength(n), maxlength(n), length(n[,m]), min(n), max(n), range(a,b) or regex(...)"
-    )
+    """One inline constraint from the registry; unknown names are template errors, as at host startup."""
+    kind = CONSTRAINTS.get(name.lower())
+    if kind is None:
+        raise RouteTemplateError(
+            f"unknown route constraint {name!r}; use one of: {', '.join(CONSTRAINTS)} (with their arguments, "
+            "e.g. length(2,8) or regex(^[a-z]+$))"
+        )
+    return kind.make(argument)
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from localdev.host.routes import RouteTemplateError, compile_route
@@ -121,3 +123,25 @@ def test_regex_with_groups_and_chained_constraints() -> None:
     chained = compile_route("w/{code:regex(^[a-z]+$):length(3)?}")
     assert chained.match("w/abc") == {"code": "abc"} and chained.match("w/abcd") is None
     assert chained.match("w") == {}
+
+
+@pytest.mark.parametrize(
+    "template,message",
+    [
+        ("a/{v:nosuch}", "unknown route constraint 'nosuch'; use one of: int, long"),
+        ("a/{v:int(3)}", "constraint int takes no argument"),
+        ("a/{v:length(1,2,3)}", "constraint length takes 1 or 2 argument(s), got 3"),
+        ("a/{v:range(1)}", "constraint range takes 2 argument(s), got 1"),
+        ("a/{v:regex}", "constraint regex needs an argument"),
+    ],
+)
+def test_constraint_registry_names_the_problem(template: str, message: str) -> None:
+    with pytest.raises(RouteTemplateError, match=re.escape(message)):
+        compile_route(template)
+
+
+def test_every_documented_constraint_is_registered() -> None:
+    from localdev.host.routes import CONSTRAINTS
+
+    documented = "int long bool alpha guid double float decimal datetime minlength maxlength length min max range regex"
+    assert set(documented.split()) <= set(CONSTRAINTS)
