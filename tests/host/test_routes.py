@@ -143,5 +143,8 @@ def test_constraint_registry_names_the_problem(template: str, message: str) -> N
 def test_every_documented_constraint_is_registered() -> None:
     from localdev.host.routes import CONSTRAINTS
 
-    documented = "int long bool alpha guid double float decimal datetime minlength maxlength length min max range regex"
+    documented = (
+        "int long bool alpha guid double float decimal datetime "
+        "minlength maxlength length min max range regex"
+    )
     assert set(documented.split()) <= set(CONSTRAINTS)
