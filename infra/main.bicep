@@ -261,7 +261,7 @@ module app 'modules/function-app.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    keyVaultUrl: vaultAccess[0].outputs.vaultUri
+    vaultUris: [for (v, i) in vaults: vaultAccess[i].outputs.vaultUri]
     rotationSchedule: rotationSchedule
     cleanupSchedule: cleanupSchedule
     secretsNamePrefix: secretsNamePrefix

@@ -17,7 +17,9 @@ param deploymentContainerName string
 param applicationInsightsName string
 param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
-param keyVaultUrl string
+@description('Every vault the app manages; the first is KEY_VAULT_URL, the HTTP API\'s default.')
+@minLength(1)
+param vaultUris string[]
 param rotationSchedule string
 param cleanupSchedule string
 param secretsNamePrefix string = ''
@@ -49,7 +51,9 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 
 // Settings the app reads (shared/settings.py and the %NAME% bindings), then the host's own.
 var appReadSettings = {
-  KEY_VAULT_URL: keyVaultUrl
+  KEY_VAULT_URL: vaultUris[0]
+  // All of them (the first again is harmless): sweeps cover each, the HTTP API picks one with ?vault=<name>.
+  KEY_VAULT_URLS: join(vaultUris, ',')
   // ManagedIdentityCredential ignores AZURE_CLIENT_ID by itself; the app passes it explicitly.
   AZURE_CLIENT_ID: identityClientId
   // Only the managed identity in Azure; `default` (DefaultAzureCredential) is for developer machines.
