@@ -92,7 +92,7 @@ class AzureRecordedTestCase:
         return ManagedIdentityCredential()
 
     def create_client_from_credential(self, client_class: type, credential: Any, **kwargs: Any) -> Any:
-        # the local vault's CA, verified like any other; its URL is loopback, hence no challenge resource check
+        # the local vault's CA, verified like any other; its URL is loopback: no challenge resource check
         kwargs.setdefault("connection_verify", os.environ["LOCALDEV_CA_BUNDLE"])
         kwargs.setdefault("verify_challenge_resource", False)
         # as the Azure SDK's harness does: HTTP bodies logged at DEBUG unless a test says otherwise
