@@ -43,7 +43,7 @@ resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' existing = if
   name: resourceName
 }
 
-resource serviceBus 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' existing = if (resourceType == 'microsoft.servicebus/namespaces') {
+resource serviceBus 'Microsoft.ServiceBus/namespaces@2021-11-01' existing = if (resourceType == 'microsoft.servicebus/namespaces') {
   name: resourceName
 }
 

@@ -398,3 +398,17 @@ def test_alerts_cover_failures_poison_and_throttling() -> None:
     vault_alerts = [r for r in bicep.all_resources() if r.type == "Microsoft.Insights/metricAlerts"]
     assert {r.symbol for r in vault_alerts} == {"throttled", "saturated"}
     assert group.config["location"] == "global"
+
+
+# Only preview API versions exist for these.
+PREVIEW_ONLY = {"Microsoft.Insights/diagnosticSettings"}
+
+
+def test_api_versions_are_stable_and_consistent() -> None:
+    versions: dict[str, set[str]] = {}
+    for resource in bicep.all_resources():
+        versions.setdefault(resource.type, set()).add(resource.api_version)
+        if resource.type not in PREVIEW_ONLY:
+            assert "preview" not in resource.api_version, f"{resource.where()} uses {resource.api_version}"
+    mixed = {t: sorted(v) for t, v in versions.items() if len(v) > 1}
+    assert not mixed, f"one API version per resource type across infra/, found {mixed}"
