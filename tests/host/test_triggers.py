@@ -140,6 +140,11 @@ async def test_missing_schedule_setting_puts_that_timer_in_error(host_factory, h
     async with http.get(f"{running.base_url}/admin/functions/orphan", headers=master(running)) as resp:
         described = await resp.json()
     assert "NOT_A_SETTING_ANYWHERE" in described["error"] and described["nextRun"] is None
+    async with http.post(
+        f"{running.base_url}/admin/functions/orphan", json={"input": ""}, headers=master(running)
+    ) as resp:
+        assert resp.status == 400
+        assert "is in error" in (await resp.json())["error"]
 
 
 @pytest.mark.parametrize(
