@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.vault",
     "tests.fixtures.app",
     "tests.fixtures.rotation",
+    "tests.fixtures.cloud",
     "tests.fixtures.databases",
 ]
