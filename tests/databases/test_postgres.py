@@ -265,3 +265,164 @@ async def test_a_crash_at_every_step_boundary_converges_and_no_credential_is_los
 def _user_password(value: str) -> tuple[str, str]:
     data = json.loads(value)
     return data["username"], data["password"]
+
+
+async def pg_admin_secret(kv_client: Any, pg: PgAdmin, *attributes: str) -> tuple[str, str]:
+    """A rotator role with exactly `attributes` (e.g. CREATEROLE; never a superuser) and its secret."""
+    admin, password = unique("rot"), strong_password()
+    pg.create_user(admin, password, *attributes)
+    name = admin.replace("_", "-")
+    secret = {"username": admin, "password": password, "host": "127.0.0.1", "port": pg.server.port}
+    await kv_client.set_secret(name, json.dumps(secret))
+    return admin, name
+
+
+async def test_alternating_clone_three_flips_overlap_and_objects_the_clone_creates(
+    kv_client: Any, db_engine: Any, vault_clock: Any, pg: PgAdmin, pg_rotator: Any
+) -> None:
+    """The rotator role has CREATEROLE only (PostgreSQL 15: enough to create the clone IN ROLE base and set
+    both passwords). The clone's sessions run as the base role, so a table the clone creates belongs to the
+    base user; the previous user keeps logging in through each overlap."""
+    from psycopg import sql
+
+    user, old = unique("alt"), strong_password()
+    pg.create_user(user, old)
+    pg.run(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(user)))
+    _, admin = await pg_admin_secret(kv_client, pg, "CREATEROLE")
+    name = user.replace("_", "-")
+    tags = single_tags(pg, user, RotationStrategy="alternating", AdminSecret=admin)
+    await kv_client.set_secret(name, json.dumps({"username": user, "password": old}), tags=tags)
+    logins = [(user, old)]
+    for flip in range(3):
+        result = await rotate_now(db_engine(), name, vault_clock)
+        assert result.outcome == "Rotated", result.reason
+        value = json.loads(await current_value(kv_client, name))
+        login = (value["username"], value["password"])
+        assert login[0] == (f"{user}_clone" if flip % 2 == 0 else user)
+        assert (
+            value["host"] == "127.0.0.1" and value["port"] == pg.server.port and value["dbname"] == "postgres"
+        )
+        assert pg.logs_in(*login) and pg.logs_in(*logins[-1]), f"flip {flip + 1}"
+        assert (await kv_client.get_secret(name)).properties.tags["CredentialId"] == login[0]
+        logins.append(login)
+    clone, base = logins[-1], logins[-2]
+    table = f"made_by_clone_{user}"
+    pg.run(f"CREATE TABLE {table} (id int)", user=clone[0], password=clone[1])
+    pg.run(f"INSERT INTO {table} VALUES (1)", user=clone[0], password=clone[1])
+    assert pg.run("SELECT tableowner FROM pg_tables WHERE tablename = %s", (table,)) == [(user,)]
+    assert pg.run(f"SELECT count(*) FROM {table}", user=base[0], password=base[1]) == [(1,)]
+    pg.run(f"DROP TABLE {table}", user=base[0], password=base[1])
+    log = pg.server.log_text()
+    assert all(value not in log for value in pg_rotator.draw.values)
+
+
+async def test_alternating_pair_mode_flips_the_two_users_and_the_tags(
+    kv_client: Any, db_engine: Any, vault_clock: Any, pg: PgAdmin, pg_rotator: Any
+) -> None:
+    first, second = unique("blue"), unique("green")
+    old = strong_password()
+    pg.create_user(first, old)
+    pg.create_user(second, strong_password())
+    _, admin = await pg_admin_secret(kv_client, pg, "CREATEROLE")
+    name = first.replace("_", "-")
+    tags = single_tags(pg, first, RotationStrategy="alternating", AdminSecret=admin, AlternateUser=second)
+    await kv_client.set_secret(name, json.dumps({"username": first, "password": old}), tags=tags)
+    for expected in (second, first, second):
+        assert (await rotate_now(db_engine(), name, vault_clock)).outcome == "Rotated"
+        value = json.loads(await current_value(kv_client, name))
+        assert value["username"] == expected and pg.logs_in(expected, value["password"])
+        props = (await kv_client.get_secret(name)).properties
+        assert props.tags["CredentialId"] == expected
+        assert props.tags["AlternateUser"] == (first if expected == second else second)
+    assert pg.run("SELECT count(*) FROM pg_roles WHERE rolname LIKE %s", (f"{first}%_clone",)) == [(0,)]
+
+
+async def test_a_rotator_without_createrole_is_told_what_to_grant(
+    kv_client: Any, db_engine: Any, vault_clock: Any, pg: PgAdmin, pg_rotator: Any
+) -> None:
+    first, second = unique("blue"), unique("green")
+    old, other = strong_password(), strong_password()
+    pg.create_user(first, old)
+    pg.create_user(second, other)
+    _, admin = await pg_admin_secret(kv_client, pg)  # LOGIN only
+    name = first.replace("_", "-")
+    tags = single_tags(pg, first, RotationStrategy="alternating", AdminSecret=admin, AlternateUser=second)
+    await kv_client.set_secret(name, json.dumps({"username": first, "password": old}), tags=tags)
+    with pytest.raises(TargetRefused, match=rf"CREATEROLE.*GRANT {second} TO rot_\w+ WITH ADMIN OPTION"):
+        await rotate_now(db_engine(), name, vault_clock)
+    assert pg.logs_in(first, old) and pg.logs_in(second, other)
+
+
+async def test_alternating_refuses_an_admin_secret_for_another_server_and_a_broken_current(
+    kv_client: Any, db_engine: Any, vault_clock: Any, pg: PgAdmin, pg_rotator: Any
+) -> None:
+    user, old = unique("guard"), strong_password()
+    pg.create_user(user, old)
+    admin = unique("rot").replace("_", "-")
+    await kv_client.set_secret(
+        admin, json.dumps({"username": "postgres", "password": "x", "host": "evil.example"})
+    )
+    name = user.replace("_", "-")
+    tags = single_tags(pg, user, RotationStrategy="alternating", AdminSecret=admin)
+    await kv_client.set_secret(name, json.dumps({"username": user, "password": old}), tags=tags)
+    with pytest.raises(TargetRefused, match=r"is for evil\.example:\d+, not the target 127\.0\.0\.1"):
+        await rotate_now(db_engine(), name, vault_clock)
+    # The current version no longer logs in: the admin is never used on its behalf (AWS's guard).
+    _, good_admin = await pg_admin_secret(kv_client, pg, "CREATEROLE")
+    tags = single_tags(pg, user, RotationStrategy="alternating", AdminSecret=good_admin)
+    name = name + "-2"  # the first rotation left a pending version on the first name (resumed first)
+    await kv_client.set_secret(
+        name, json.dumps({"username": user, "password": "not-the-password"}), tags=tags
+    )
+    with pytest.raises(TargetRefused, match="current version no longer logs in"):
+        await rotate_now(db_engine(), name, vault_clock)
+    assert pg.run("SELECT count(*) FROM pg_roles WHERE rolname = %s", (f"{user}_clone",)) == [(0,)]
+
+
+async def test_describe_names_the_user_and_checks_reachability_without_writing(
+    kv_client: Any, vault_clock: Any, pg: PgAdmin, pg_rotator: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from shared.rotation.policy import RotationPolicy
+    from shared.rotation.rotators import RotationContext
+    from shared.vault.versions import VersionInfo
+
+    user, old = unique("plan"), strong_password()
+    pg.create_user(user, old)
+    admin_user, admin = await pg_admin_secret(kv_client, pg, "CREATEROLE")
+    name = user.replace("_", "-")
+    tags = single_tags(pg, user, RotationStrategy="alternating", AdminSecret=admin)
+    value = json.dumps({"username": user, "password": old})
+    stored = await kv_client.set_secret(name, value, tags=tags)
+
+    async def read_value(version: str | None) -> str:
+        return str((await kv_client.get_secret(name, version)).value)
+
+    async def read_secret(other: str) -> str:
+        return str((await kv_client.get_secret(other)).value)
+
+    policy = RotationPolicy.from_tags(tags)
+    assert policy is not None
+    ctx = RotationContext(
+        name,
+        policy,
+        VersionInfo.from_properties(stored.properties),
+        "plan",
+        datetime.now(UTC),
+        read_value,
+        read_secret=read_secret,
+    )
+    before = pg.run("SELECT count(*) FROM pg_roles")
+    report = await pg_rotator.describe(ctx)
+    assert report["userToChange"] == f"{user}_clone" and report["currentUser"] == user
+    assert report["currentLogsIn"] and report["adminLogsIn"] and report["adminUser"] == admin_user
+    assert report["targetReachable"] and report["problems"] == [] and report["writes"] is False
+    assert pg.run("SELECT count(*) FROM pg_roles") == before
+    assert len(await versions_of(kv_client, name)) == 1
+    from localdev.databases import free_port
+
+    down = RotationPolicy.from_tags({**tags, "DbHost": f"127.0.0.1:{free_port()}"})
+    assert down is not None
+    report = await pg_rotator.describe(ctx.__class__(**{**ctx.__dict__, "policy": down}))
+    assert report["targetReachable"] is False and "cannot reach PostgreSQL" in report["problems"][0]

@@ -37,6 +37,9 @@ IO_TIMEOUT = 30
 
 # MySQL client/server error numbers that matter here.
 ER_ACCESS_DENIED = 1045  # wrong user/password
+# The same refusal when the client sent no scrambled password, e.g. after MariaDB switched an unknown user
+# to a random auth plugin (it hides which accounts exist): still "this credential does not log in".
+ER_ACCESS_DENIED_NO_PASSWORD = 1698
 ER_DBACCESS_DENIED = 1044
 ER_SPECIFIC_ACCESS_DENIED = 1227  # "you need (at least one of) the … privilege(s)"
 ER_TABLEACCESS_DENIED = 1142
@@ -81,7 +84,7 @@ def _tls_failure(exc: BaseException) -> bool:
 def _connect_error(exc: BaseException, target: DbTarget, user: str) -> Exception:
     where = f"{target.host}:{target.port}"
     number = _errno(exc)
-    if number == ER_ACCESS_DENIED:
+    if number in (ER_ACCESS_DENIED, ER_ACCESS_DENIED_NO_PASSWORD):
         return AuthFailed()
     if _tls_failure(exc) or number == CR_SSL_CONNECTION_ERROR:
         return TargetRefused(
@@ -94,7 +97,9 @@ def _connect_error(exc: BaseException, target: DbTarget, user: str) -> Exception
         return TargetRefused(f"{where}: {_message(exc)}; set the DbName tag to an existing database")
     if number in (ER_HOST_NOT_PRIVILEGED, ER_SECURE_TRANSPORT_REQUIRED):
         return TargetRefused(f"{where} does not admit {user} from this app: {_message(exc)}")
-    return TargetUnavailable(f"cannot reach MySQL at {where}: {_message(exc)}; the next run retries")
+    return TargetUnavailable(
+        f"cannot reach MySQL at {where}: {_message(exc)} (error {number}); the next run retries"
+    )
 
 
 def _statement_error(exc: BaseException, action: str, privilege_hint: str) -> Exception:
