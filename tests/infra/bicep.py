@@ -138,6 +138,19 @@ def outputs(path: Path) -> dict[str, Any]:
     return {name: body.get("value") for name, body in (parsed(path).get("outputs") or {}).items()}
 
 
+def identifiers(path: Path) -> frozenset[str]:
+    """Every name the file declares (params, variables, resources, modules, loop variables)."""
+    tree = parsed(path)
+    names = set()
+    for section in ("parameters", "variables", "resources", "modules", "outputs"):
+        names |= set(tree.get(section) or {})
+    for match in re.finditer(
+        r"\bfor\s*\(?\s*(\w+)(?:\s*,\s*(\w+))?\s*\)?\s+in\b", path.read_text(encoding="utf-8")
+    ):
+        names |= {name for name in match.groups() if name}
+    return frozenset(names)
+
+
 def literal_keys(path: Path, expression: Any, seen: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Keys of every object literal an expression can evaluate to: variables followed, both branches of a
     conditional, every argument of union(). Used for the app settings object."""
