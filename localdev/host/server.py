@@ -108,7 +108,10 @@ async def start_host(config: HostConfig) -> RunningHost:
         if not limit.isdigit():
             raise ValueError(f"FUNCTIONS_REQUEST_BODY_SIZE_LIMIT {limit!r}: give a number of bytes")
         function_host.body_limit = int(limit)
-    runner = GuardedAppRunner(create_app(function_host), access_log=None, handle_signals=False)
+    # keepalive_timeout also closes a kept-alive connection whose next request's headers stall.
+    runner = GuardedAppRunner(
+        create_app(function_host), access_log=None, handle_signals=False, keepalive_timeout=15.0
+    )
     await runner.setup()
     site: web.BaseSite
     if config.sock is not None:

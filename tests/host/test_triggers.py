@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -87,13 +86,30 @@ async def test_fast_schedule_fires_and_disabled_timer_does_not(host_factory) -> 
 
 
 async def test_runs_of_one_timer_never_overlap(host_factory, clean_environ) -> None:
+    """A run that outlasts its occurrences skips them; the next run starts after it ends (fake clock)."""
     clean_environ["SLOW_SCHEDULE"] = "* * * * * *"  # real environment wins over the settings file
-    running = await host_factory("triggers")
-    calls = app_module(running).CALLS
-    await eventually(lambda: len(calls["slow"]) >= 2, timeout=5.0)
-    runs = sorted(calls["slow"])
-    for (_, previous_end), (next_start, _) in itertools.pairwise(runs):
-        assert next_start >= previous_end
+    clock = FakeClock(datetime(2026, 12, 2, 18, 0, 0, tzinfo=UTC))
+    running = await host_factory("triggers", clock=clock)
+    module = app_module(running)
+    calls = module.CALLS
+
+    def tick_until(expected: list[str]):
+        def check() -> bool:
+            clock.advance(1)
+            return calls["slow"] == expected
+
+        return check
+
+    await eventually(tick_until(["start"]))
+    for _ in range(5):  # five occurrences pass while the first run is still going
+        clock.advance(1)
+        await asyncio.sleep(0.01)
+    assert calls["slow"] == ["start"]
+    module.SLOW_GATE.set()
+    await eventually(lambda: calls["slow"] == ["start", "end"])
+    await eventually(tick_until(["start", "end", "start"]))
+    module.SLOW_GATE.set()
+    await eventually(lambda: calls["slow"] == ["start", "end", "start", "end"])
 
 
 async def test_retry_policy_retries_a_failing_timer(host, http) -> None:

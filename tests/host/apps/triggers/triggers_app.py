@@ -8,6 +8,7 @@ import azure.functions as func
 app = func.FunctionApp()
 
 # What ran, for the tests to read back (module state, like an app's own globals).
+SLOW_GATE = asyncio.Event()  # the test opens it to let the running slow_timer finish
 CALLS: dict[str, list] = {"fast": [], "slow": [], "flaky": [], "disabled": [], "events": [], "manual": []}
 
 
@@ -23,10 +24,11 @@ def fast_timer(timer: func.TimerRequest) -> None:
 
 @app.timer_trigger(schedule="%SLOW_SCHEDULE%", arg_name="timer")
 async def slow_timer(timer: func.TimerRequest) -> None:
-    """Takes longer than its one-second schedule: runs must never overlap."""
-    start = time.monotonic()
-    await asyncio.sleep(1.1)
-    CALLS["slow"].append((start, time.monotonic()))
+    """Runs until the test opens SLOW_GATE, however long its schedule's seconds: runs must never overlap."""
+    CALLS["slow"].append("start")
+    await SLOW_GATE.wait()
+    SLOW_GATE.clear()
+    CALLS["slow"].append("end")
 
 
 @app.timer_trigger(schedule="0 0 0 1 1 *", arg_name="timer")
