@@ -20,7 +20,10 @@ from aiohttp.web_request import BaseRequest
 
 _log = logging.getLogger("localdev.host.requests")
 
-HEADER_TIMEOUT = 10.0
+HEADER_TIMEOUT = 10.0  # first request: headers complete within this
+KEEPALIVE_TIMEOUT = (
+    15.0  # later requests: aiohttp closes a connection idle (or stalled mid-headers) this long
+)
 
 
 class GuardedRequestHandler(RequestHandler):  # type: ignore[misc]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import protocol
 from .app import FunctionHost, create_app
 from .appsettings import apply_settings, read_host_json, read_local_settings
 from .clock import Clock, SystemClock
@@ -110,7 +111,10 @@ async def start_host(config: HostConfig) -> RunningHost:
         function_host.body_limit = int(limit)
     # keepalive_timeout also closes a kept-alive connection whose next request's headers stall.
     runner = GuardedAppRunner(
-        create_app(function_host), access_log=None, handle_signals=False, keepalive_timeout=15.0
+        create_app(function_host),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=protocol.KEEPALIVE_TIMEOUT,
     )
     await runner.setup()
     site: web.BaseSite

@@ -129,3 +129,22 @@ async def test_a_connection_stalled_mid_headers_is_closed(host, monkeypatch) -> 
         assert await asyncio.wait_for(reader.read(), 5.0) == b""
     finally:
         writer.close()
+
+
+async def test_a_kept_alive_connection_stalled_mid_headers_is_closed(host_factory, monkeypatch) -> None:
+    from localdev.host import protocol
+
+    monkeypatch.setattr(protocol, "KEEPALIVE_TIMEOUT", 0.3)
+    running = await host_factory("http")
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    key = running.keys.defaultFunctionKey
+    writer.write(f"GET /api/echo/Bob HTTP/1.1\r\nHost: x\r\nx-functions-key: {key}\r\n\r\n".encode())
+    await writer.drain()
+    assert status_of(await reader.readuntil(b"\r\n\r\n")) == 200
+    writer.write(b"GET /api/echo/Bob HTTP/1.1\r\nHost: x\r\nx-funct")  # the second request stalls
+    await writer.drain()
+    try:
+        data = await asyncio.wait_for(reader.read(), 5.0)  # the first body, then EOF when the host closes
+        assert b"HTTP/1.1" not in data
+    finally:
+        writer.close()
