@@ -13,7 +13,11 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { ManagedIdentityCredential } from "@azure/identity";
-import { RestError, SecretClient } from "@azure/keyvault-secrets";
+import { SecretClient } from "@azure/keyvault-secrets";
+
+// The SDK's HTTP error (RestError from @azure/core-rest-pipeline; @azure/keyvault-secrets re-exports it only
+// from 4.12, which needs Node 22): recognised by its name and status, whatever copy of the class threw it.
+const isRestError = (error) => error?.name === "RestError" && typeof error.statusCode === "number";
 
 const POLL = { intervalInMs: 25 };
 const env = process.env;
@@ -59,7 +63,7 @@ async function statusOf(promise) {
     await promise;
     return { statusCode: 200 };
   } catch (error) {
-    if (!(error instanceof RestError)) throw error;
+    if (!isRestError(error)) throw error;
     const inner = error.details?.error?.innerError?.code;
     return { restError: true, statusCode: error.statusCode, code: error.code, ...(inner ? { innerCode: inner } : {}) };
   }
@@ -213,7 +217,7 @@ try {
   process.stdout.write(`${JSON.stringify(summary)}\n`);
 } catch (error) {
   // Status and service error code only: a message could one day carry a value, so it is not printed.
-  const detail = error instanceof RestError
+  const detail = isRestError(error)
     ? `RestError status ${error.statusCode} code ${error.code}`
     : `${error.name}${error.code ? ` ${error.code}` : ""}: ${error.message}`;
   process.stderr.write(`JavaScript SDK step failed: ${step}: ${detail}\n`);

@@ -68,6 +68,10 @@ def _node() -> str:
             "node is not on PATH: the JavaScript SDK interop test needs Node.js 20+ "
             "(then run `npm ci` at the repository root)"
         )
+    wanted = json.loads((REPO_ROOT / "package.json").read_text())["engines"]["node"]  # ">=20"
+    have = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    if int(have.lstrip("v").split(".")[0]) < int(wanted.lstrip(">=").split(".")[0]):
+        pytest.skip(f"node {have} is older than package.json's engines ({wanted}): install Node.js {wanted}")
     missing = [p for p in PACKAGES if not (REPO_ROOT / "node_modules" / p / "package.json").is_file()]
     if missing:
         pytest.fail(
