@@ -185,7 +185,9 @@ class CleanupEngine:
         budget = self.settings.rotation_budget_seconds if budget_seconds is None else budget_seconds
         deadline = Deadline(budget)
         calls = VaultCalls(
-            limiters=process_limiters(), deadline=deadline, read_timeout=self.settings.request_timeout_seconds
+            limiters=process_limiters(self.settings.vault_url),
+            deadline=deadline,
+            read_timeout=self.settings.request_timeout_seconds,
         )
         summary = SweepSummary(kind="cleanup", dry_run=dry_run, started_at=self.now())
         runner: SweepRunner[Any] = SweepRunner(
@@ -355,11 +357,13 @@ class CleanupEngine:
         record(step)
 
 
-async def default_cleanup() -> CleanupEngine:
+async def default_cleanup(vault_url: str | None = None) -> CleanupEngine:
+    """A cleanup engine on the process's shared client of `vault_url` (default: the first vault)."""
     from .keyvault import get_secret_client
     from .locks import lease_lock_for
     from .settings import get_settings
 
     settings = get_settings()
+    settings = settings.for_vault(vault_url) if vault_url else settings
     PROCESS_LOCKS.distributed = await lease_lock_for(settings)
-    return CleanupEngine(await get_secret_client(), settings)
+    return CleanupEngine(await get_secret_client(settings.vault_url), settings)

@@ -1,7 +1,7 @@
 """THE Key Vault client module: one credential and one async `SecretClient` per process.
 
-Every function (HTTP, timer, Event Grid) calls `get_secret_client()`; the first call builds the client,
-later calls reuse it, so the challenge, the token and the connection pool are paid for once per process.
+Every function (HTTP, timer, Event Grid, queue) calls `get_secret_client(vault_url)`; the first call for
+a vault builds its client, later calls reuse it, so the challenge, the token and the connection pool are paid for once per process.
 Nothing here touches the network at import time.
 """
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # imported lazily: keeps `import function_app` cheap
 
 _log = logging.getLogger(__name__)
 
-_client: SecretClient | None = None
+_clients: dict[str, SecretClient] = {}  # vault URL → its one client, on `_loop`
 _credential: AsyncTokenCredential | None = None
 _loop: asyncio.AbstractEventLoop | None = None
 
@@ -128,23 +128,30 @@ def build_transport(ca_bundle: str | None, **timeouts: float) -> AsyncHttpTransp
     return PooledTransport(**timeouts)
 
 
-async def get_secret_client() -> SecretClient:
-    """The process-wide client, built on first use on the running event loop."""
-    global _client, _credential, _loop
+async def get_secret_client(vault_url: str | None = None) -> SecretClient:
+    """The process-wide client of `vault_url` (default: the first configured vault), built on first use on
+    the running event loop. Every vault's client shares the one credential (one token cache)."""
+    global _credential, _loop
     loop = asyncio.get_running_loop()
-    if _client is not None and _loop is loop:
-        return _client
+    url = (vault_url or get_settings().vault_url).rstrip("/")
+    if _loop is loop and url in _clients:
+        return _clients[url]
     async with _lock_for(loop):
-        if _client is not None and _loop is loop:
-            return _client
-        if _client is not None:
-            # A new event loop (only in tests): the old client's sessions belong to the old loop.
-            _log.debug("event loop changed; building a new Key Vault client")
-        settings = get_settings()
-        _credential = build_credential(settings)
-        _client = build_client(settings, _credential)
-        _loop = loop
-        return _client
+        if _loop is not loop:
+            if _clients:
+                # A new event loop (only in tests): the old clients' sessions belong to the old loop.
+                _log.debug("event loop changed; building new Key Vault clients")
+            _clients.clear()
+            _credential = None
+            _loop = loop
+        if url not in _clients:
+            settings = get_settings()
+            if url not in settings.vault_urls:
+                raise ValueError(f"{url} is not one of the configured vaults (KEY_VAULT_URL, KEY_VAULT_URLS)")
+            if _credential is None:
+                _credential = build_credential(settings)
+            _clients[url] = build_client(settings.for_vault(url), _credential)
+        return _clients[url]
 
 
 _locks: dict[int, asyncio.Lock] = {}
@@ -159,12 +166,13 @@ def _lock_for(loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
 
 
 async def close_secret_client() -> None:
-    """Close the shared client and credential (host shutdown, tests)."""
-    global _client, _credential, _loop
-    client, credential = _client, _credential
-    _client = _credential = None
+    """Close every shared client and the credential (host shutdown, tests)."""
+    global _credential, _loop
+    clients, credential = list(_clients.values()), _credential
+    _clients.clear()
+    _credential = None
     _loop = None
-    if client is not None:
+    for client in clients:
         await client.close()
     if credential is not None:
         await credential.close()

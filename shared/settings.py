@@ -41,6 +41,8 @@ class Settings:
     """What the app needs to know about its vault, identity and scope."""
 
     vault_url: str
+    # Every vault the app serves (the first is vault_url, the default); KEY_VAULT_URLS adds more.
+    vault_urls: tuple[str, ...] = ()
     client_id: str | None = None
     ca_bundle: str | None = None
     verify_challenge_resource: bool = True
@@ -80,6 +82,21 @@ class Settings:
         """Storage the lease can use: identity-based, or any connection string — Azurite's
         `UseDevelopmentStorage=true` included, so local runs serialize across instances as Azure does."""
         return bool(self.storage_blob_uri or (self.storage_connection_string or "").strip())
+
+    def for_vault(self, url: str) -> Settings:
+        """These settings aimed at one of the configured vaults (engines and clients read `vault_url`)."""
+        from dataclasses import replace
+
+        return replace(self, vault_url=url.rstrip("/"))
+
+    def vault_named(self, name: str) -> str | None:
+        """The configured vault whose URL or host's first label is `name` (`?vault=` in the HTTP API)."""
+        wanted = name.strip().lower().rstrip("/")
+        for url in self.vault_urls:
+            host = (urlparse(url).hostname or "").lower()
+            if wanted in (url.lower(), host, host.split(".", 1)[0], urlparse(url).netloc.lower()):
+                return url
+        return None
 
     @property
     def cross_instance_lock(self) -> bool:
@@ -161,6 +178,14 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "The vault, `https://<name>.vault.azure.net`. `make run` points it at the local Key Vault.",
         required=True,
+    ),
+    Setting(
+        "KEY_VAULT_URLS",
+        "vault_urls",
+        "text",
+        None,
+        "More vaults, comma-separated `https://` URLs: sweeps cover every one (each with its own throttle "
+        "budget), and the HTTP API picks one with `?vault=<name>` (the host's first label).",
     ),
     Setting(
         "AZURE_CLIENT_ID",
@@ -394,6 +419,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if parsed.scheme != "https" or not parsed.hostname:
         raise SettingsError("KEY_VAULT_URL", f"must be an https:// URL, got {vault_url!r}")
     values["vault_url"] = vault_url.rstrip("/")
+    urls = [values["vault_url"]]
+    for raw in str(values["vault_urls"] or "").split(","):
+        url = raw.strip().rstrip("/")
+        if not url:
+            continue
+        if urlparse(url).scheme != "https" or not urlparse(url).hostname:
+            raise SettingsError("KEY_VAULT_URLS", f"every entry must be an https:// URL, got {raw.strip()!r}")
+        if url not in urls:
+            urls.append(url)
+    values["vault_urls"] = tuple(urls)
     ca_bundle = values["ca_bundle"]
     if isinstance(ca_bundle, str) and not os.path.isfile(ca_bundle):
         raise SettingsError("KEY_VAULT_CA_BUNDLE", f"file not found: {ca_bundle!r}")

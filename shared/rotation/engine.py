@@ -527,7 +527,9 @@ class RotationEngine:
         budget = self.settings.rotation_budget_seconds if budget_seconds is None else budget_seconds
         deadline = Deadline(budget)
         calls = VaultCalls(
-            limiters=process_limiters(), deadline=deadline, read_timeout=self.settings.request_timeout_seconds
+            limiters=process_limiters(self.settings.vault_url),
+            deadline=deadline,
+            read_timeout=self.settings.request_timeout_seconds,
         )
         engine = self.with_calls(calls)
         summary = SweepSummary(kind="rotation", dry_run=dry_run, started_at=self.now())

@@ -77,17 +77,20 @@ class VaultLimits:
         )
 
 
-_process_limiters: dict[int, tuple[RateLimiter, RateLimiter]] = {}
+_process_limiters: dict[tuple[int, str], tuple[RateLimiter, RateLimiter]] = {}
 
 
-def process_limiters() -> tuple[RateLimiter, RateLimiter]:
-    """The (creates, transactions) limiters every engine of this process shares: Key Vault's limits are
-    per vault, so a sweep and concurrent on-demand rotations must draw from one budget, not one each."""
+def process_limiters(vault_url: str = "") -> tuple[RateLimiter, RateLimiter]:
+    """The (creates, transactions) limiters every engine of this process shares for one vault: Key Vault's
+    limits are per vault, so a sweep and on-demand rotations of one vault draw from one budget, and
+    different vaults each have their own."""
     loop_id = id(asyncio.get_running_loop())  # asyncio locks belong to one loop (tests run several)
-    if loop_id not in _process_limiters:
-        _process_limiters.clear()
-        _process_limiters[loop_id] = VaultLimits().limiters()
-    return _process_limiters[loop_id]
+    key = (loop_id, vault_url.rstrip("/").lower())
+    if key not in _process_limiters:
+        if any(k[0] != loop_id for k in _process_limiters):
+            _process_limiters.clear()
+        _process_limiters[key] = VaultLimits().limiters()
+    return _process_limiters[key]
 
 
 class VaultCalls:

@@ -66,7 +66,11 @@ def build_retry_policy(settings: Settings) -> AsyncRetryPolicy:
             )
 
     return VaultRetryPolicy(
+        # azure-core also caps status, connect and read retries separately (3 each by default): one budget
         retry_total=settings.retry_total,
+        retry_status=settings.retry_total,
+        retry_connect=settings.retry_total,
+        retry_read=settings.retry_total,
         retry_backoff_factor=settings.retry_backoff_seconds,
         retry_backoff_max=8,
     )
