@@ -83,6 +83,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--memory", action="store_true", help="in-memory vault: nothing survives a restart")
     parser.add_argument(
+        "--cloud-port", type=int, default=8444, help="local Azure control plane HTTPS port (default 8444)"
+    )
+    parser.add_argument(
         "--no-events",
         action="store_true",
         help=f"do not deliver Key Vault events to the {EVENTS_FUNCTION} function",
@@ -158,6 +161,12 @@ async def _close_app_client() -> None:
         await close_secret_client()
     except Exception as exc:  # noqa: BLE001 - shutdown goes on; say what failed
         _log.warning("closing the app's Key Vault client failed: %s", type(exc).__name__)
+    try:  # the Azure key and Entra rotators' ARM/Graph pipelines, if any were built
+        from shared.rotation.rotators.azure_rest import close_azure_clients
+
+        await close_azure_clients()
+    except Exception as exc:  # noqa: BLE001 - shutdown goes on; say what failed
+        _log.warning("closing the rotators' Azure clients failed: %s", type(exc).__name__)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -190,6 +199,7 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
     vault = None
+    cloud: Any = None
     host: RunningHost | None = None
     try:
         if args.mode == "all":
@@ -215,6 +225,11 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
                 )
             )
             os.environ.update(vault.env())  # before function_app is imported
+            from localdev.cloud.server import CloudConfig, start_cloud
+
+            cloud = await start_cloud(CloudConfig(state_dir=state_dir, host=args.host, port=args.cloud_port))
+            os.environ.update(cloud.env())  # ARM, Graph and Entra for the key and app secret rotators
+            _log.info("local Azure control plane at %s (URLs in %s)", cloud.url, state_dir / "cloud.env")
         host = await start_host(
             HostConfig(
                 app_dir=app_dir,
@@ -240,6 +255,8 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
         else:
             sock.close()
         await _close_app_client()
+        if cloud is not None:
+            await cloud.stop()
         if vault is not None:
             await vault.stop()
         (state_dir / "host.env").unlink(missing_ok=True)
