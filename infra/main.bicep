@@ -282,6 +282,7 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_NAME string = app.outputs.name
 output AZURE_FUNCTION_APP_ID string = app.outputs.id
+output AZURE_FUNCTION_URL string = 'https://${app.outputs.defaultHostName}'
 output AZURE_CLIENT_ID string = identity.outputs.clientId
 output KEY_VAULT_URL string = vaultAccess[0].outputs.vaultUri
 output AZURE_STORAGE_ACCOUNT string = storage.outputs.name
