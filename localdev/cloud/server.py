@@ -8,6 +8,7 @@ daemon thread (tests). Writes `<state-dir>/cloud.env` with the URLs the app and 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import threading
 import time
@@ -17,8 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..statedir import private_dir, write_private
+from ..statedir import load_or_create_secret, private_dir, write_private
 from ..vault.auth import TokenAuthority, default_identities
+from ..vault.control import CONTROL_KEY_HEADER
+from ..vault.runtime import CONTROL_KEY_FILE
 from ..vault.tls import ensure_certificates
 from .api import CloudApi
 from .auth import CloudAuth, load_authority
@@ -63,8 +66,25 @@ class RunningCloud:
             self._env_file = None
 
 
-def _control_app(store: CloudStore) -> web.Application:
-    """/_cloud: state (no values), reset, faults, role assignments and Graph permissions (loopback only)."""
+def _control_app(store: CloudStore, control_key: str) -> web.Application:
+    """/_cloud: state (no values), reset, faults, role assignments. Loopback callers holding the vault's
+    control key only (header X-Emulator-Key, file <state-dir>/control.key): these switches grant roles."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        peer = request.remote or ""
+        if peer not in ("127.0.0.1", "::1") and not peer.startswith("127."):
+            return web.json_response({"error": "the control routes answer loopback callers only"}, status=403)
+        presented = request.headers.get(CONTROL_KEY_HEADER, "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(presented, control_key.encode()):
+            return web.json_response(
+                {
+                    "error": f"send the header {CONTROL_KEY_HEADER} with the contents of <state-dir>/"
+                    f"{CONTROL_KEY_FILE} (make run: .localdev/{CONTROL_KEY_FILE})"
+                },
+                status=401,
+            )
+        return await handler(request)
 
     async def body(request: web.Request) -> dict[str, Any]:
         raw = await request.read()
@@ -114,7 +134,7 @@ def _control_app(store: CloudStore) -> web.Application:
             ) from None
         return web.json_response({"assignments": len(store.assignments)})
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard])
     app.router.add_get("/state", state)
     app.router.add_post("/reset", reset)
     app.router.add_post("/faults", faults)
@@ -135,7 +155,7 @@ async def start_cloud(config: CloudConfig) -> RunningCloud:
     api = CloudApi(store, CloudAuth(authority))
     app = web.Application(client_max_size=1024 * 1024)
     api.add_routes(app)
-    app.add_subapp("/_cloud", _control_app(store))
+    app.add_subapp("/_cloud", _control_app(store, load_or_create_secret(state_dir / CONTROL_KEY_FILE)))
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, ssl_context=tls.server_context(), reuse_address=True)

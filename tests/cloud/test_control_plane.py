@@ -217,3 +217,34 @@ async def test_azure_identity_client_secret_credential_gets_a_token(arm: ArmSeed
     ) as credential:
         with pytest.raises(ClientAuthenticationError, match="AADSTS7000215"):
             await credential.get_token("https://graph.microsoft.com/.default")
+
+
+def test_control_routes_need_the_vault_control_key(arm: ArmSeeder) -> None:
+    from localdev.vault.control import CONTROL_KEY_HEADER
+    from localdev.vault.runtime import CONTROL_KEY_FILE
+
+    url = f"{arm.cloud.url}/_cloud"
+    assert arm.session.get(f"{url}/state", timeout=10).status_code == 401
+    key = (arm.cloud.state_dir / CONTROL_KEY_FILE).read_text().strip()
+    headers = {CONTROL_KEY_HEADER: key}
+    resource = arm.resource("redis-key")
+    state = arm.session.get(f"{url}/state", headers=headers, timeout=10).json()
+    assert resource in state["resources"] and "keys" not in str(state).lower().replace("regenerations", "")
+    injected = arm.session.post(
+        f"{url}/faults",
+        headers=headers,
+        json={"service": "arm", "match": "listKeys", "status": 503, "code": "ServiceUnavailable"},
+        timeout=10,
+    )
+    assert injected.json() == {"faults": 1}
+    assert _post(arm, f"{resource}/listKeys").status_code == 503
+    assert _post(arm, f"{resource}/listKeys").status_code == 200
+    principal = arm.cloud.store.default_principals[0]
+    removed = arm.session.post(
+        f"{url}/roles", headers=headers, json={"principal": principal, "remove": True}, timeout=10
+    )
+    assert removed.status_code == 200 and _post(arm, f"{resource}/listKeys").status_code == 403
+    bad = arm.session.post(
+        f"{url}/roles", headers=headers, json={"principal": principal, "role": "God"}, timeout=10
+    )
+    assert bad.status_code == 400 and "Storage Account Key Operator Service Role" in bad.text
