@@ -116,11 +116,25 @@ def _unprivileged_user() -> tuple[int, int] | None:
     raise DatabaseUnavailable("running as root and neither a 'postgres' nor a 'nobody' OS user exists")
 
 
+def _reachable_by(path: Path, uid: int) -> bool:
+    """Can `uid` (not root) walk down to `path`? Every ancestor needs x for it (owner, or other)."""
+    for part in [path, *path.parents]:
+        info = part.stat()
+        if not (info.st_mode & 0o001 or (info.st_uid == uid and info.st_mode & 0o100)):
+            return False
+    return True
+
+
 @dataclass
 class PostgresServer:
-    """A running PostgreSQL: superuser `postgres`, a random password, TLS verified against `tls.ca_cert`."""
+    """A running PostgreSQL: superuser `postgres`, a random password, TLS verified against `tls.ca_cert`.
+
+    `directory` holds what clients need (tls/ca.pem, superuser.password); `server_root` what the server
+    reads and writes (data, socket, its key copy, postgres.log): the same directory, unless we are root and
+    the server's user cannot reach it (e.g. the 0700 .localdev), then a temp directory removed on stop."""
 
     directory: Path
+    server_root: Path
     port: int
     superuser_password: str = field(repr=False)
     tls: TlsFiles
@@ -131,11 +145,11 @@ class PostgresServer:
 
     @property
     def log_file(self) -> Path:
-        return self.directory / "postgres.log"
+        return self.server_root / "postgres.log"
 
     @property
     def socket_dir(self) -> Path:
-        return self.directory / "run"
+        return self.server_root / "run"
 
     def url(self, user: str | None = None, dbname: str = "postgres") -> str:
         """A libpq URL without a password (verify-full against the local CA)."""
@@ -164,6 +178,8 @@ class PostgresServer:
     def stop(self) -> None:
         _stop(self.process)
         self.process = None
+        if self.server_root != self.directory:
+            shutil.rmtree(self.server_root, ignore_errors=True)
 
 
 def start_postgres(
@@ -175,7 +191,7 @@ def start_postgres(
 ) -> PostgresServer:
     """initdb (scram-sha-256) into `directory` (a new temp dir by default) and start the server.
 
-    A `directory` that already holds a cluster is reused (its `superuser.password` file says the password)."""
+    A cluster already in the server root is reused (`superuser.password` says its password)."""
     bindir = find_postgres_bin()
     if bindir is None:
         raise DatabaseUnavailable(
@@ -190,11 +206,14 @@ def start_postgres(
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="kvrot-pg-"))
     directory.mkdir(parents=True, exist_ok=True)
-    data = directory / "data"
-    password_file = directory / "superuser.password"
+    directory = directory.resolve()
     tls = ensure_certificates(directory)
-    run = directory / "run"
+    root = directory
+    if owner is not None and not _reachable_by(directory.parent, owner[0]):
+        root = Path(tempfile.mkdtemp(prefix="kvrot-pgdata-"))
+    data, run = root / "data", root / "run"
     run.mkdir(exist_ok=True)
+    password_file = directory / "superuser.password"
     fresh = not (data / "PG_VERSION").exists()
     if fresh:
         password = secrets.token_urlsafe(24)
@@ -202,27 +221,26 @@ def start_postgres(
         os.chmod(password_file, 0o600)
     else:
         password = password_file.read_text().strip()
-    # The server user owns its data, its socket dir and a copy of the TLS key (0600, its own).
-    server_key = directory / "server-key-for-postgres.pem"
+    # The server user owns its data, its socket dir and copies of the TLS files (the key 0600, its own).
+    server_key, server_cert = root / "server-key-for-postgres.pem", root / "server-cert-for-postgres.pem"
     shutil.copyfile(tls.server_key, server_key)
+    shutil.copyfile(tls.server_cert, server_cert)
     os.chmod(server_key, 0o600)
-    owned = [directory, run, server_key]
     if owner is not None:
-        for path in owned:
+        for path in (root, run, server_key, server_cert):
             os.chown(path, *owner)
         if data.exists():
-            for root, dirs, files in os.walk(data):
+            for top, dirs, files in os.walk(data):
                 for entry in (*dirs, *files):
-                    os.chown(os.path.join(root, entry), *owner)
-        os.chmod(directory, 0o711)  # the server user can enter; files inside stay private
-        os.chmod(tls.server_cert, 0o644)
-        os.chmod(tls.server_cert.parent, 0o711)
+                    os.chown(os.path.join(top, entry), *owner)
+        if root == directory:
+            os.chmod(directory, 0o711)  # the server user can enter; the client files inside stay 0600
 
     def as_owner() -> dict[str, Any]:
         return {"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}
 
     if fresh:
-        pwfile = directory / "initdb.pw"
+        pwfile = root / "initdb.pw"
         pwfile.write_text(password + "\n")
         if owner is not None:
             os.chown(pwfile, *owner)
@@ -246,7 +264,7 @@ def start_postgres(
                 capture_output=True,
                 check=True,
                 timeout=120,
-                cwd=directory,
+                cwd=root,
                 **as_owner(),
             )
         except subprocess.CalledProcessError as exc:
@@ -261,7 +279,7 @@ def start_postgres(
         "port": str(port),
         "unix_socket_directories": str(run),
         "ssl": "on",
-        "ssl_cert_file": str(tls.server_cert),
+        "ssl_cert_file": str(server_cert),
         "ssl_key_file": str(server_key),
         "password_encryption": "scram-sha-256",
         "log_statement": "ddl",
@@ -280,14 +298,14 @@ def start_postgres(
     command = [str(bindir / "postgres"), "-D", str(data)]
     for key, value in settings.items():
         command += ["-c", f"{key}={value}"]
-    log = directory / "postgres.log"
+    log = root / "postgres.log"
     with log.open("ab") as out:
         if owner is not None:
             os.chown(log, *owner)
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=directory, start_new_session=True, **as_owner()
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True, **as_owner()
         )
-    server = PostgresServer(directory, port, password, tls, version, process)
+    server = PostgresServer(directory, root, port, password, tls, version, process)
     try:
         _wait_for_port(port, process, log, "postgres", "ready to accept connections")
     except BaseException:
