@@ -376,7 +376,10 @@ def test_queues_are_created_for_the_app() -> None:
     defaults = bicep.parameters(bicep.INFRA / "main.bicep")["queueNames"]["default"]
     declared, _ = bicep.declared_settings()
     for setting in declared:
-        if setting.name.endswith("_QUEUE") and isinstance(setting.default, str) and setting.default:
+        queue_name = isinstance(setting.default, str) and re.fullmatch(
+            r"[a-z0-9][a-z0-9-]{2,62}", setting.default
+        )
+        if "QUEUE" in setting.name.upper() and queue_name:
             assert setting.default in defaults, (
                 f"the app's {setting.name} defaults to queue {setting.default!r}: add it to queueNames in "
                 "infra/main.bicep"
