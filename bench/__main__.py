@@ -17,6 +17,7 @@ BENCHMARKS = {
     "http_write": "PUT /api/secrets/{name} through the app vs a direct set_secret (p50/p99)",
     "cold_start": "process start → first successful write: app vs a bare SDK script",
     "sweep_rotation": "rotation sweep of 10,000 secrets (1% and 10% due) vs a naive sweep (about 6 minutes)",
+    "sweep_postgres": "one sweep rotating 200 PostgreSQL users (real server) vs a hand-written floor",
 }
 
 
