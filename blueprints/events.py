@@ -12,7 +12,7 @@ import azure.functions as func
 
 from shared.rotation.events import handle
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
+bp = func.Blueprint()
 
 
 def _parts(event: Any) -> tuple[str, Any, str | None, str | None]:

@@ -53,7 +53,7 @@ def answers_json(handler: HttpFunction) -> HttpFunction:
             return error_response(error)
         except SettingsError as error:  # shared.settings has logged it with the advice
             return error_response(ConfigurationError.of(error))
-        except Exception as error:  # a bug: log its type and where, never its message (it could quote input)
+        except Exception as error:  # noqa: BLE001 - a bug: log its type and where, never its message (may quote input)
             where = "".join(traceback.format_tb(error.__traceback__))
             _log.error("unexpected %s in %s\n%s", type(error).__name__, handler.__name__, where)
             return json_response(

@@ -4,7 +4,17 @@ A sweep that fails (e.g. the vault cannot be listed) is worth two more tries wit
 waiting for the next schedule; the sweeps are idempotent, so a retry only converges further.
 """
 
-TIMER_RETRY = {
+from typing import TypedDict
+
+
+class RetryOptions(TypedDict):
+    strategy: str
+    max_retry_count: str
+    minimum_interval: str
+    maximum_interval: str
+
+
+TIMER_RETRY: RetryOptions = {
     "strategy": "exponential_backoff",
     "max_retry_count": "2",
     "minimum_interval": "00:00:30",

@@ -241,7 +241,7 @@ class CleanupEngine:
                     vault_url=self.settings.vault_url,
                 )
                 await runner.run(deleted, purge, defer)
-        except (DomainError, *vault_failures()) as exc:
+        except (DomainError, *vault_failures()) as exc:  # type: ignore[misc]
             # the vault could not be listed: say so in the run's summary, then fail the run with advice
             error = (
                 exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))

@@ -1,7 +1,8 @@
 """THE Key Vault client module: one credential and one async `SecretClient` per process.
 
 Every function (HTTP, timer, Event Grid, queue) calls `get_secret_client(vault_url)`; the first call for
-a vault builds its client, later calls reuse it, so the challenge, the token and the connection pool are paid for once per process.
+a vault builds its client, later calls reuse it, so the challenge, the token and the connection pool
+are paid for once per process.
 Nothing here touches the network at import time.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .settings import Settings, get_settings
 
@@ -26,7 +27,7 @@ _loop: asyncio.AbstractEventLoop | None = None
 
 
 def build_credential(settings: Settings) -> AsyncTokenCredential:
-    """Managed identity by default (user-assigned when AZURE_CLIENT_ID is set); DefaultAzureCredential only on opt-in."""
+    """Managed identity (user-assigned when AZURE_CLIENT_ID is set); DefaultAzureCredential only on opt-in."""
     if settings.credential == "default":
         from azure.identity.aio import DefaultAzureCredential
 
@@ -90,7 +91,7 @@ def environment_proxies(url: str) -> dict[str, str] | None:
     return {"https": proxy}
 
 
-def build_transport(ca_bundle: str | None, **timeouts: float) -> AsyncHttpTransport:
+def build_transport(ca_bundle: str | None, **timeouts: float) -> AsyncHttpTransport[Any, Any]:
     """azure-core's aiohttp transport on a session with ONE verifying TLS context, so connections are pooled.
 
     Given `connection_verify=<CA file>`, azure-core builds a new SSLContext per request and aiohttp pools
@@ -102,7 +103,7 @@ def build_transport(ca_bundle: str | None, **timeouts: float) -> AsyncHttpTransp
     import ssl
 
     import aiohttp
-    from azure.core.pipeline.transport import AioHttpTransport
+    from azure.core.pipeline.transport._aiohttp import AioHttpTransport
 
     context = ssl.create_default_context(cafile=ca_bundle)
 
@@ -119,13 +120,13 @@ def build_transport(ca_bundle: str | None, **timeouts: float) -> AsyncHttpTransp
                     auto_decompress=False,
                     trust_env=False,
                 )
-            await super().open()
+            await super().open()  # type: ignore[no-untyped-call]
 
         async def close(self) -> None:
             self._closed = True
-            await super().close()
+            await super().close()  # type: ignore[no-untyped-call]
 
-    return PooledTransport(**timeouts)
+    return PooledTransport(**timeouts)  # type: ignore[arg-type]  # connection/read timeouts, as azure-core takes them
 
 
 async def get_secret_client(vault_url: str | None = None) -> SecretClient:

@@ -24,7 +24,7 @@ _log = logging.getLogger(__name__)
 
 LOCK_CONTAINER = "secret-rotation-locks"
 # A lock that cannot be had quickly is better reported than waited for: a few short storage retries only.
-LEASE_STORE_RETRY: dict[str, int] = {
+LEASE_STORE_RETRY: dict[str, Any] = {
     "initial_backoff": 1,
     "increment_base": 2,
     "retry_total": 2,
@@ -78,7 +78,7 @@ class Coalescer:
         existing = self._inflight.get(slot)
         if existing is not None:
             return await asyncio.shield(existing)
-        task = loop.create_task(start())  # type: ignore[arg-type]
+        task: asyncio.Future[T] = asyncio.ensure_future(start())
         self._inflight[slot] = task
         task.add_done_callback(lambda _t: self._inflight.pop(slot, None))
         return await asyncio.shield(task)
@@ -187,11 +187,16 @@ class BlobLeaseLock:
     def _unavailable(exc: BaseException) -> LockUnavailable:
         return LockUnavailable(
             "The rotation lock store (AzureWebJobsStorage) could not be used "
-            f"({type(exc).__name__}{': HTTP ' + str(exc.status_code) if getattr(exc, 'status_code', None) else ''}). "
+            f"({type(exc).__name__}{_http_status(exc)}). "
             "Check the AzureWebJobsStorage setting and the identity's 'Storage Blob Data Owner' (or "
             "Contributor) role; locally, start Azurite (`npx azurite --silent --location .localdev/azurite`). "
             "Only an app that runs on exactly one instance may set ROTATION_LOCK=off instead."
         )
+
+
+def _http_status(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    return f": HTTP {status}" if status else ""
 
 
 _lease: tuple[int, BlobLeaseLock, Any, Any] | None = None

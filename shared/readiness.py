@@ -42,6 +42,6 @@ async def probe_vault() -> Readiness:
         except StopAsyncIteration:
             pass
     except vault_failures() as exc:
-        error = from_vault_error(exc, VaultCall(None, "write"))  # name the role the app needs to work
-        return Readiness(False, settings.vault_url, elapsed(), error.code, error.message)
+        mapped = from_vault_error(exc, VaultCall(None, "write"))  # name the role the app needs to work
+        return Readiness(False, settings.vault_url, elapsed(), mapped.code, mapped.message)
     return Readiness(True, settings.vault_url, elapsed())

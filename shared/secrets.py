@@ -309,7 +309,7 @@ async def list_page(query: ListQuery) -> SecretPage:
         async for props in page:
             if name_in_scope(props.name or "", settings):
                 items.append(VersionInfo.from_properties(props))
-        return SecretPage(items, _encode_token(pages.continuation_token))
+        return SecretPage(items, _encode_token(getattr(pages, "continuation_token", None)))
 
     call = VaultCall(None, "metadata")
     try:

@@ -287,7 +287,15 @@ class RotationEngine:
 
     async def _read_value(self, name: str, version: str | None) -> str:
         secret = await self.calls.call("GetSecret", self.client.get_secret, name, version)
-        return secret.value
+        return str(secret.value)
+
+    def _reader(self, name: str, default_version: str | None) -> Callable[[str | None], Awaitable[str]]:
+        """A rotator's reader of this secret's values: `read(None)` reads `default_version`."""
+
+        async def read(version: str | None = None) -> str:
+            return await self._read_value(name, version or default_version)
+
+        return read
 
     async def _read_other(self, other: str) -> str:
         """Another secret's current value (an AdminSecret): in scope like every name the app touches."""
@@ -347,7 +355,7 @@ class RotationEngine:
             latest,
             operation_id,
             now,
-            lambda version=None: self._read_value(name, version or latest.version),
+            self._reader(name, latest.version),
             settings=self.settings,
             read_secret=self._read_other,
         )
@@ -367,7 +375,8 @@ class RotationEngine:
             tags[TAG_REVOKE_AFTER] = format_time(now + policy.overlap)
             if len(tags) > MAX_TAGS:
                 raise RotationPolicyInvalid(
-                    f"Secret '{name}' has {len(tags) - 4} tags; rotation needs 4 of Key Vault's 15 for its bookkeeping. "
+                    f"Secret '{name}' has {len(tags) - 4} tags; rotation needs 4 of Key Vault's 15 for its "
+                    "bookkeeping. "
                     "Remove tags so at most 11 remain.",
                     field="tags",
                 )
@@ -489,7 +498,7 @@ class RotationEngine:
                     history.find(previous),
                     pending_info.operation_id or "",
                     now,
-                    lambda v=None: self._read_value(name, v or previous),
+                    self._reader(name, previous),
                     settings=self.settings,
                     read_secret=self._read_other,
                 )
@@ -596,7 +605,7 @@ class RotationEngine:
         )
         try:
             await runner.run(listing, decide, defer)
-        except (DomainError, *vault_failures()) as exc:
+        except _failures() as exc:
             # the vault could not be listed: say so in the run's summary
             error = (
                 exc if isinstance(exc, DomainError) else from_vault_error(exc, VaultCall(None, "metadata"))
@@ -661,3 +670,8 @@ class RotationEngine:
 def _transient(code: str | None) -> bool:
     """Failures a later run may not meet (timeouts, throttling, an unreachable vault or target)."""
     return code in transient_codes()
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """What ends a sweep as "the vault could not be listed": a mapped error or a vault/network failure."""
+    return (DomainError, *vault_failures())

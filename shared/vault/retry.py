@@ -53,10 +53,10 @@ def retry_after_of(exc: BaseException) -> float | None:
     return retry_after_seconds(getattr(response, "headers", None))
 
 
-def build_retry_policy(settings: Settings) -> AsyncRetryPolicy:
+def build_retry_policy(settings: Settings) -> AsyncRetryPolicy[Any, Any]:
     from azure.core.pipeline.policies import AsyncRetryPolicy
 
-    class VaultRetryPolicy(AsyncRetryPolicy):
+    class VaultRetryPolicy(AsyncRetryPolicy[Any, Any]):
         """azure-core's retry on every method (Key Vault's PATCH and POST are safe to repeat)."""
 
         def __init__(self, **kwargs: Any) -> None:

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -171,7 +171,7 @@ class SweepRunner(Generic[T]):
         defer: Callable[[T], None],
         slots: asyncio.Semaphore,
         group: asyncio.TaskGroup,
-        act: Callable[[Action], Awaitable[None]],
+        act: Callable[[Action], Coroutine[Any, Any, None]],
     ) -> None:
         try:
             async for page in pages:

@@ -33,4 +33,4 @@ def test_a_logged_value_is_detected(caplog: pytest.LogCaptureFixture, how: str) 
 def test_a_value_in_a_response_is_detected() -> None:
     guard = SecretValues()
     value = guard.new()
-    assert guard.leaked_into('{"value": "%s"}' % value) and not guard.leaked_into('{"value": null}')
+    assert guard.leaked_into(f'{{"value": "{value}"}}') and not guard.leaked_into('{"value": null}')

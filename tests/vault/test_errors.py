@@ -171,7 +171,8 @@ def test_unsupported_api_version(raw) -> None:
         "error": {
             "code": "BadParameter",
             "message": (
-                "The specified version (7.9) is not recognized. Consider using the latest supported version (2026-04-01)."
+                "The specified version (7.9) is not recognized. "
+                "Consider using the latest supported version (2026-04-01)."
             ),
         }
     }
@@ -229,7 +230,8 @@ def test_throttled_body(raw, vault_control) -> None:
         "error": {
             "code": "Throttled",
             "message": (
-                "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached"
+                "Request was not processed because too many requests were received. "
+                "Reason: VaultRequestTypeLimitReached"
             ),
         }
     }

@@ -53,7 +53,7 @@ def test_paging_yields_each_active_secret_once_in_order(names, deleted, size) ->
 def test_names_ignore_case_and_keep_their_first_spelling() -> None:
     store = _store()
     store.set_secret("MixedCase", "1")
-    record, version = store.set_secret("mixedcase", "2")
+    record, _version = store.set_secret("mixedcase", "2")
     assert record.name == "MixedCase" and len(record.versions) == 2
     assert store.get_secret("MIXEDCASE")[1].value == "2"
 
