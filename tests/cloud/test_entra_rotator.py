@@ -369,3 +369,35 @@ async def test_a_resumed_rotation_records_the_new_credential_id(
     current = await kv_client.get_secret(name)
     secret_values.register(current.value)
     assert current.properties.tags["CredentialId"] != app["first"]["keyId"]
+
+
+async def test_an_app_that_allows_two_secrets_rotates_once_the_overlap_is_over(
+    kv_client: Any,
+    arm: ArmSeeder,
+    cloud_engine: Any,
+    vault_clock: Any,
+    secret_values: Any,
+    app: dict[str, Any],
+) -> None:
+    arm.cloud.store.max_passwords = 2  # TooManyAppPasswords on a third
+    name = "entra-two-max"
+    await seed(kv_client, app, name, vault_clock.now())
+    assert (await cloud_engine().rotate(name, ON_DEMAND)).outcome.value == "Rotated"
+    register_app_secrets(secret_values, arm, app["id"])
+    first_rotation = await kv_client.get_secret(name)
+    secret_values.register(first_rotation.value)
+    vault_clock.advance(120)
+    with pytest.raises(TargetRefused) as refused:  # the previous secret is still in its overlap
+        await cloud_engine().rotate(name, ON_DEMAND)
+    assert "TooManyAppPasswords" in refused.value.message and "overlap" in refused.value.message
+    assert arm.app_token_works(TENANT_ID, app["appId"], app["first"]["secretText"])
+    vault_clock.days(3)  # past RotationOverlapDays (2)
+    for _ in range(2):
+        assert (await cloud_engine().rotate(name, ON_DEMAND)).outcome.value in ("Rotated", "Resumed")
+        register_app_secrets(secret_values, arm, app["id"])
+        current = await kv_client.get_secret(name)
+        secret_values.register(current.value)
+        assert arm.app_token_works(TENANT_ID, app["appId"], current.value)
+        assert len(key_ids(arm, app["id"])) == 2
+        vault_clock.days(3)
+    assert not arm.app_token_works(TENANT_ID, app["appId"], app["first"]["secretText"])

@@ -41,6 +41,15 @@ MAX_ERROR_TEXT = 300
 Sleep = Callable[[float], Awaitable[None]]
 
 
+class ServiceRefused(TargetRefused):
+    """A TargetRefused from an answer of ARM or Graph, keeping the service's status and error code."""
+
+    def __init__(self, message: str, *, http_status: int, service_code: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.service_code = service_code
+
+
 @dataclass
 class Reply:
     """A 2xx answer: status, parsed JSON body (or None) and headers."""
@@ -229,21 +238,29 @@ class AzureRest:
                 retry_after=_retry_after(headers),
             )
         if status == 401:
-            return TargetRefused(
+            return ServiceRefused(
                 f"{service} rejected the app's managed identity token to {call.operation}{said}. Check "
                 "that the identity belongs to the resource's tenant and that the URL settings "
-                "name the right cloud."
+                "name the right cloud.",
+                http_status=status,
+                service_code=code,
             )
         if status == 403:
-            return TargetRefused(
+            return ServiceRefused(
                 f"The app's managed identity may not {call.operation} on {call.resource}{said}. "
-                f"Grant it {call.role}."
+                f"Grant it {call.role}.",
+                http_status=status,
+                service_code=code,
             )
         if status == 404:
-            return TargetRefused(
+            return ServiceRefused(
                 f"{call.resource} was not found when trying to {call.operation}{said}. Check the secret's "
-                "ProviderAddress tag."
+                "ProviderAddress tag.",
+                http_status=status,
+                service_code=code,
             )
-        return TargetRefused(
-            f"{service} refused to {call.operation} on {call.resource}{said}; repeating will not help."
+        return ServiceRefused(
+            f"{service} refused to {call.operation} on {call.resource}{said}; repeating will not help.",
+            http_status=status,
+            service_code=code,
         )

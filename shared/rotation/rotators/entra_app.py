@@ -27,11 +27,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import TargetRefused, TargetUnavailable
-from ...vault.versions import TAG_OPERATION, tag
+from ...vault.versions import TAG_OPERATION, TAG_REVOKE_AFTER, parse_time, tag
 from ..policy import TAG_CREDENTIAL_ID, TAG_PROVIDER_ADDRESS, PolicyError, RotationPolicy
 from . import PendingCredential, RotationContext
 from .azure_keys import intent_value, is_intent
-from .azure_rest import GRAPH_ROLE, AzureRest, CallContext, Sleep
+from .azure_rest import GRAPH_ROLE, AzureRest, CallContext, ServiceRefused, Sleep
 
 _log = logging.getLogger(__name__)
 
@@ -142,8 +142,8 @@ class EntraAppSecretRotator:
                 self._call("remove a client secret", object_id),
                 {"keyId": key_id},
             )
-        except TargetRefused as exc:
-            if "HTTP 404" in exc.message or "Request_ResourceNotFound" in exc.message:
+        except ServiceRefused as exc:
+            if exc.http_status == 404:  # the application itself is gone
                 raise
             # Gone already (removed by a run that crashed before recording it) is the outcome we want.
             remaining = {c["keyId"] for c in await self._credentials(rest, object_id)}
@@ -184,17 +184,27 @@ class EntraAppSecretRotator:
                     rest, object_id, str(credential["keyId"]), "orphan of a crashed rotation", ctx.name
                 )
         end = ctx.now + self._lifetime(ctx.policy)
-        reply = await rest.graph(
-            "POST",
-            f"/applications/{object_id}/addPassword",
-            self._call("add a client secret", object_id),
-            {
-                "passwordCredential": {
-                    "displayName": marker,
-                    "endDateTime": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                }
-            },
-        )
+        request = {
+            "passwordCredential": {"displayName": marker, "endDateTime": end.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        }
+        call = self._call("add a client secret", object_id)
+        try:
+            reply = await rest.graph("POST", f"/applications/{object_id}/addPassword", call, request)
+        except ServiceRefused as exc:
+            if exc.service_code != "TooManyAppPasswords":
+                raise
+            # The app allows few secrets: once the previous secret's overlap is over it may go before the
+            # new one comes (the order finish would use, one step early); then add once more.
+            revoke_after = parse_time(tag(ctx.current.tags if ctx.current else None, TAG_REVOKE_AFTER))
+            if revoke_after is not None and revoke_after > ctx.now:
+                raise TargetRefused(
+                    f"Application {object_id} allows no more client secrets ({exc.service_code}) and the "
+                    f"previous secret is in its overlap until {revoke_after:%Y-%m-%dT%H:%M:%SZ}; rotate after "
+                    "that, or remove an unused secret of the application by hand."
+                ) from None
+            current = await self._credentials(rest, object_id)
+            await self._remove_superseded(ctx, rest, object_id, current, new_key_id=None)
+            reply = await rest.graph("POST", f"/applications/{object_id}/addPassword", call, request)
         body = reply.body if isinstance(reply.body, dict) else {}
         secret, new_key = body.get("secretText"), body.get("keyId")
         if not isinstance(secret, str) or not secret or not isinstance(new_key, str):
@@ -253,11 +263,26 @@ class EntraAppSecretRotator:
     async def finish(self, ctx: RotationContext, pending: PendingCredential) -> None:
         object_id = self._object_id(ctx.policy)
         rest = self._rest(ctx)
+        credentials = await self._credentials(rest, object_id)
+        await self._remove_superseded(
+            ctx, rest, object_id, credentials, new_key_id=pending.tags.get(TAG_CREDENTIAL_ID)
+        )
+
+    async def _remove_superseded(
+        self,
+        ctx: RotationContext,
+        rest: AzureRest,
+        object_id: str,
+        credentials: list[dict[str, Any]],
+        *,
+        new_key_id: str | None,
+    ) -> None:
+        """Remove what the version in service replaced, and this secret's marker-named credentials that are
+        neither in service nor the new one; never a credential someone added by hand."""
         base = self._marker_base(ctx)
         current_tags = ctx.current.tags if ctx.current else {}
-        keep = {(pending.tags.get(TAG_CREDENTIAL_ID) or "").lower()}
+        keep = {(new_key_id or "").lower()} - {""}
         current_operation = tag(current_tags, TAG_OPERATION)
-        credentials = await self._credentials(rest, object_id)
         in_service = [
             c for c in credentials if current_operation and c.get("displayName") == base + current_operation
         ]
