@@ -53,7 +53,7 @@ def build_client(settings: Settings, credential: AsyncTokenCredential) -> Secret
     kwargs: dict[str, object] = {
         "verify_challenge_resource": settings.verify_challenge_resource,
         # the one retry layer (shared.vault.retry): every method, at most retry_total + 1 requests per call
-        "retry_policy": build_retry_policy(settings),
+        "retry_policy": build_retry_policy(settings.retry_total, settings.retry_backoff_seconds),
         "per_retry_policies": [build_request_counter()],
         "logging_enable": False,  # never let the SDK's HTTP logging near a body
         "transport": build_transport(

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from azure.core.pipeline.policies import AsyncRetryPolicy, SansIOHTTPPolicy
 
-    from ..settings import Settings
-
 # The counters of whichever VaultCalls made the request in this task (see calls.VaultCalls.call).
 current_counters: contextvars.ContextVar[Any] = contextvars.ContextVar("vault_counters", default=None)
 
@@ -53,7 +51,8 @@ def retry_after_of(exc: BaseException) -> float | None:
     return retry_after_seconds(getattr(response, "headers", None))
 
 
-def build_retry_policy(settings: Settings) -> AsyncRetryPolicy[Any, Any]:
+def build_retry_policy(retry_total: int, backoff_seconds: float) -> AsyncRetryPolicy[Any, Any]:
+    """KEY_VAULT_RETRY_TOTAL retries at most, backing off from KEY_VAULT_RETRY_BACKOFF_SECONDS."""
     from azure.core.pipeline.policies import AsyncRetryPolicy
 
     class VaultRetryPolicy(AsyncRetryPolicy[Any, Any]):
@@ -67,11 +66,11 @@ def build_retry_policy(settings: Settings) -> AsyncRetryPolicy[Any, Any]:
 
     return VaultRetryPolicy(
         # azure-core also caps status, connect and read retries separately (3 each by default): one budget
-        retry_total=settings.retry_total,
-        retry_status=settings.retry_total,
-        retry_connect=settings.retry_total,
-        retry_read=settings.retry_total,
-        retry_backoff_factor=settings.retry_backoff_seconds,
+        retry_total=retry_total,
+        retry_status=retry_total,
+        retry_connect=retry_total,
+        retry_read=retry_total,
+        retry_backoff_factor=backoff_seconds,
         retry_backoff_max=8,
     )
 
