@@ -286,3 +286,37 @@ async def test_poisoned_messages_are_counted_and_notified(otel: Otel, notify_env
     [hook] = notify_env.on("webhook")
     assert hook.json["type"] == "kvrotator.queue.poisoned"
     assert hook.json["data"]["detail"] == {"queue": "kv-rotate", "messageId": "m-1", "dequeueCount": 5}
+
+
+async def test_a_sweep_announces_unrotated_expiry_once_and_the_digest_once_a_day(
+    hooked: None,
+    notify_env: Receiver,
+    kv_client: Any,
+    make_engine: Any,
+    vault_clock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOTIFY_DIGEST", "true")
+    now = vault_clock.now()
+    await seed(
+        kv_client,
+        [
+            dict(name="plain-soon", value="v", expires_on=now + timedelta(days=5)),
+            dict(name="plain-gone", value="v", expires_on=now - timedelta(days=1)),
+            dict(name="plain-later", value="v", expires_on=now + timedelta(days=90)),
+            dict(name="managed-soon", value="v", tags=POLICY, expires_on=now + timedelta(days=50)),
+        ],
+    )
+    await make_engine().sweep()
+    await make_engine().sweep()
+    hooks = notify_env.on("webhook")
+    kinds = sorted((h.json["type"], h.json["subject"]) for h in hooks)
+    assert kinds == [
+        ("kvrotator.digest", "*"),
+        ("kvrotator.secret.expired", "plain-gone"),
+        ("kvrotator.secret.near_expiry", "plain-soon"),
+    ]
+    assert all(h.signature_ok for h in hooks)
+    digest = next(h.json["data"] for h in hooks if h.json["type"] == "kvrotator.digest")
+    assert digest["detail"]["Managed secrets"] == 1 and digest["detail"]["Status UpToDate"] == 1
+    assert len(notify_env.on("teams")) == len(notify_env.on("slack")) == 3
