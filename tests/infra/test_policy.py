@@ -415,3 +415,12 @@ def test_api_versions_are_stable_and_consistent() -> None:
             assert "preview" not in resource.api_version, f"{resource.where()} uses {resource.api_version}"
     mixed = {t: sorted(v) for t, v in versions.items() if len(v) > 1}
     assert not mixed, f"one API version per resource type across infra/, found {mixed}"
+
+
+@pytest.mark.parametrize("path", bicep.bicep_files(), ids=bicep.rel)
+def test_no_unused_parameters_or_variables(path: Path) -> None:
+    """What the Bicep linter's no-unused-params / no-unused-vars rules report."""
+    code = bicep.strip_comments(path.read_text(encoding="utf-8"))
+    for name in [*bicep.parameters(path), *bicep.variables(path)]:
+        uses = len(re.findall(rf"(?<![\w.']){re.escape(name)}\b", code))
+        assert uses > 1, f"{bicep.rel(path)} declares {name} but never uses it"
