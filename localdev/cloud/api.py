@@ -97,8 +97,10 @@ class CloudApi:
             self.store.authorize(principal, path, operation)
             self.store.record("arm", operation, path.resource_id)
             if operation == "write":
-                resource, created = self.store.put(path, await _body(request), principal)
-                return _json(201 if created else 200, self._resource_body(resource), headers)
+                # 200 whether created or updated: every one of these types' specs allows it (storage: 200 or
+                # 202 only), and the SDKs' create pollers take a 200 with the resource as done.
+                resource, _created = self.store.put(path, await _body(request), principal)
+                return _json(200, self._resource_body(resource), headers)
             if operation == "read":
                 return _json(200, self._resource_body(self.store.get(path)), headers)
             if operation == "listKeys":

@@ -248,3 +248,45 @@ def test_control_routes_need_the_vault_control_key(arm: ArmSeeder) -> None:
         f"{url}/roles", headers=headers, json={"principal": principal, "role": "God"}, timeout=10
     )
     assert bad.status_code == 400 and "Storage Account Key Operator Service Role" in bad.text
+
+
+async def test_the_real_management_sdks_talk_to_it(arm: ArmSeeder) -> None:
+    """azure-mgmt-storage and azure-mgmt-cosmosdb (aio, ARM pipeline, real managed identity) as against Azure."""
+    from azure.identity.aio import ManagedIdentityCredential
+    from azure.mgmt.cosmosdb.aio import CosmosDBManagementClient
+    from azure.mgmt.cosmosdb.models import DatabaseAccountRegenerateKeyParameters
+    from azure.mgmt.storage.aio import StorageManagementClient
+    from azure.mgmt.storage.models import StorageAccountRegenerateKeyParameters
+
+    options = {"base_url": arm.cloud.url, "connection_verify": arm.cloud.ca_bundle}
+    async with ManagedIdentityCredential() as credential:
+        async with StorageManagementClient(credential, SUBSCRIPTION_ID, **options) as storage:
+            poller = await storage.storage_accounts.begin_create(
+                GROUP,
+                "sdkcreated",
+                {"location": "westeurope", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
+            )
+            account = await poller.result()
+            assert account.name == "sdkcreated" and account.primary_endpoints.blob.startswith(arm.cloud.url)
+            listed = await storage.storage_accounts.list_keys(GROUP, "sdkcreated")  # sends $expand=kerb
+            before = {k.key_name: k.value for k in listed.keys_property}
+            after = await storage.storage_accounts.regenerate_key(
+                GROUP, "sdkcreated", StorageAccountRegenerateKeyParameters(key_name="key1")
+            )
+            regenerated = {k.key_name: k.value for k in after.keys_property}
+            assert regenerated["key1"] != before["key1"] and regenerated["key2"] == before["key2"]
+        resource = arm.resource("cosmosdb-key")
+        account_name = resource.rsplit("/", 1)[1]
+        arm.cloud.store.lro_polls = 2
+        async with CosmosDBManagementClient(credential, SUBSCRIPTION_ID, **options) as cosmos:
+            keys = await cosmos.database_accounts.list_keys(GROUP, account_name)
+            poller = await cosmos.database_accounts.begin_regenerate_key(
+                GROUP,
+                account_name,
+                DatabaseAccountRegenerateKeyParameters(key_kind="primary"),
+                polling_interval=0,
+            )
+            await poller.result()
+            again = await cosmos.database_accounts.list_keys(GROUP, account_name)
+            assert again.primary_master_key != keys.primary_master_key
+            assert again.secondary_master_key == keys.secondary_master_key
