@@ -535,6 +535,7 @@ def traced_sweep(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         token = _SWEEP.set(collector)
         started = time.perf_counter()
         summary: Any = None
+        error: BaseException | None = None
         try:
             if rec is None:
                 summary = await fn(*args, **kwargs)
@@ -549,16 +550,24 @@ def traced_sweep(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
                         span.set_attribute(f"sweep.{key}", int(getattr(summary, key, 0) or 0))
                     span.set_attribute("sweep.complete", bool(getattr(summary, "listing_complete", True)))
             return summary  # type: ignore[no-any-return]
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             _SWEEP.reset(token)
             if collector is not None:
-                await _sweep_done(engine, kind, summary, collector, time.perf_counter() - started)
+                await _sweep_done(engine, kind, summary, collector, time.perf_counter() - started, error)
 
     return wrapper
 
 
 async def _sweep_done(
-    engine: Any, kind: str, summary: Any, collector: _SweepCollector, seconds: float
+    engine: Any,
+    kind: str,
+    summary: Any,
+    collector: _SweepCollector,
+    seconds: float,
+    error: BaseException | None = None,
 ) -> None:
     try:
         settings = getattr(engine, "settings", None)
@@ -580,9 +589,23 @@ async def _sweep_done(
                 left = summary.statuses.get("PendingRecovery", 0) - summary.outcomes.get("Resumed", 0)
                 rec.pending[vault] = max(0, int(left))
         unrotated = _unrotated_failures(kind, summary, collector, vault, rec)
-        if summary is None or not _notifications_on():
+        if not _notifications_on():
             return
         from . import notifications
+
+        if summary is None:  # the vault could not be listed: every rotation is stuck, say so
+            if kind == "rotation" and isinstance(error, Exception):
+                message = getattr(error, "message", None) or type(error).__name__
+                event = notifications.Event(
+                    kind=notifications.ROTATION_FAILED,
+                    secret="*",
+                    vault=vault,
+                    outcome="SweepFailed",
+                    error_code=getattr(error, "code", None) or type(error).__name__,
+                    reason=f"the rotation sweep could not list the vault: {message}",
+                )
+                await notifications.deliver_safely([event], settings=settings)
+            return
 
         events = list(collector.failures) + [_failure_event(f, vault, collector) for f in unrotated]
         if kind == "rotation":

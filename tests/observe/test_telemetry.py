@@ -320,3 +320,18 @@ async def test_a_sweep_announces_unrotated_expiry_once_and_the_digest_once_a_day
     digest = next(h.json["data"] for h in hooks if h.json["type"] == "kvrotator.digest")
     assert digest["detail"]["Managed secrets"] == 1 and digest["detail"]["Status UpToDate"] == 1
     assert len(notify_env.on("teams")) == len(notify_env.on("slack")) == 3
+
+
+async def test_a_sweep_that_cannot_list_the_vault_is_announced(
+    hooked: None, notify_env: Receiver, make_engine: Any, vault_control: Any
+) -> None:
+    vault_control.set_faults("GetSecrets", 403, rate=1.0)
+    try:
+        with pytest.raises(Exception) as caught:
+            await make_engine().sweep()
+    finally:
+        vault_control.clear_faults()
+    [hook] = notify_env.on("webhook")
+    assert hook.json["subject"] == "*" and hook.json["data"]["outcome"] == "SweepFailed"
+    assert hook.json["data"]["error"]["code"] == getattr(caught.value, "code", type(caught.value).__name__)
+    assert "could not list the vault" in hook.json["data"]["error"]["reason"]
