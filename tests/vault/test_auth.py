@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections.abc import Iterator
@@ -92,26 +93,23 @@ def test_administrator_may_do_everything(rbac_env) -> None:
         admin.purge_deleted_secret("admin-made")
 
 
-def test_user_assigned_by_resource_id(rbac_env) -> None:
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+async def test_user_assigned_by_resource_id(rbac_env, kind) -> None:
     """Sync sends mi_res_id (MSAL), aio sends resource_id: both select the identity."""
-    from azure.identity import ManagedIdentityCredential
-
-    reader = next(i for i in IDENTITIES if i.name == "reader")
-    credential = ManagedIdentityCredential(identity_config={"resource_id": reader.resource_id})
-    token = credential.get_token("https://vault.azure.net/.default")
     import jwt
 
-    assert jwt.decode(token.token, options={"verify_signature": False})["oid"] == reader.object_id
-
-
-async def test_user_assigned_by_resource_id_aio(rbac_env) -> None:
-    from azure.identity.aio import ManagedIdentityCredential
-
     reader = next(i for i in IDENTITIES if i.name == "reader")
-    async with ManagedIdentityCredential(identity_config={"resource_id": reader.resource_id}) as credential:
-        token = await credential.get_token("https://vault.azure.net/.default")
-    import jwt
+    config = {"resource_id": reader.resource_id}
+    scope = "https://vault.azure.net/.default"
+    if kind == "sync":
+        from azure.identity import ManagedIdentityCredential
 
+        token = await asyncio.to_thread(ManagedIdentityCredential(identity_config=config).get_token, scope)
+    else:
+        from azure.identity.aio import ManagedIdentityCredential as AioCredential
+
+        async with AioCredential(identity_config=config) as credential:
+            token = await credential.get_token(scope)
     assert jwt.decode(token.token, options={"verify_signature": False})["oid"] == reader.object_id
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 
 import pytest
+from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -93,33 +95,29 @@ def test_set_while_being_deleted(sync_client, vault_control) -> None:
         sync_client.get_deleted_secret("busy")  # what the poller sees meanwhile
 
 
-def test_set_while_being_recovered(sync_client, vault_control) -> None:
-    sync_client.set_secret("busy", "v")
-    sync_client.begin_delete_secret("busy", _polling_interval=0).wait()
+async def test_set_while_being_recovered(kv, vault_control) -> None:
+    """A recovery in flight (started, not awaited) refuses a write to the name, through either SDK."""
+    await kv.call("set_secret", "busy", "v")
+    await kv.call("delete_secret", "busy", _polling_interval=0)
     vault_control.set_operation_latency(recover=30)
-    sync_client.begin_recover_deleted_secret("busy", _polling_interval=0)  # started, not waited
-    with pytest.raises(ResourceExistsError) as info:
-        sync_client.set_secret("busy", "v2")
-    assert _inner(info.value) == "ObjectIsBeingRecovered"
-    assert (
-        info.value.error.message
-        == "Secret busy is currently being recovered and cannot be re-created; retry later."
-    )
-
-
-async def test_set_while_being_recovered_aio(aio_client, vault_control) -> None:
-    await aio_client.set_secret("busy-aio", "v")
-    await aio_client.delete_secret("busy-aio", _polling_interval=0)
-    vault_control.set_operation_latency(recover=30)
-    recovering = asyncio.create_task(aio_client.recover_deleted_secret("busy-aio", _polling_interval=0.05))
-    try:
+    if kv.kind == "sync":  # begin_recover_deleted_secret sends the recover and returns its poller
+        await asyncio.to_thread(kv.client.begin_recover_deleted_secret, "busy", _polling_interval=0)
+        recovering = None
+    else:  # the aio call awaits its whole poll: run it in the background until the vault saw it
+        recovering = asyncio.create_task(kv.client.recover_deleted_secret("busy", _polling_interval=0.05))
         while vault_control.stats()["operations"].get("RecoverDeletedSecret", 0) == 0:
             await asyncio.sleep(0.01)
+    try:
         with pytest.raises(ResourceExistsError) as info:
-            await aio_client.set_secret("busy-aio", "v2")
+            await kv.call("set_secret", "busy", "v2")
         assert _inner(info.value) == "ObjectIsBeingRecovered"
+        assert (
+            info.value.error.message
+            == "Secret busy is currently being recovered and cannot be re-created; retry later."
+        )
     finally:
-        recovering.cancel()
+        if recovering is not None:
+            recovering.cancel()
 
 
 async def test_disabled_secret_is_forbidden(kv) -> None:
@@ -259,61 +257,68 @@ async def test_garbage_backup_is_refused(kv) -> None:
     assert info.value.status_code == 400
 
 
-def test_foreign_token_gets_401(vault, vault_control, vault_env) -> None:
-    from azure.core.credentials import AccessToken
+class _FixedToken:
+    """A credential that returns one pre-made token (sync and aio alike): the point is what the vault does."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def _access(self) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        return self._access()
+
+    async def close(self) -> None:
+        pass
+
+
+class _AsyncFixedToken(_FixedToken):
+    async def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:  # type: ignore[override]
+        return self._access()
+
+
+async def _refusal(kind: str, vault, token: str) -> ClientAuthenticationError:
+    """What get_secret raises, through the sync or the aio SDK, when its only credential is `token`."""
+    options = {"connection_verify": vault.ca_bundle, "verify_challenge_resource": False}
+    if kind == "aio":
+        from azure.keyvault.secrets.aio import SecretClient as AioClient
+
+        async with AioClient(vault.vault_url, _AsyncFixedToken(token), **options) as client:
+            with pytest.raises(ClientAuthenticationError) as info:
+                await client.get_secret("anything")
+        return info.value
     from azure.keyvault.secrets import SecretClient
 
-    class FixedToken:
-        """A credential that returns one pre-made token: the point is what the vault does with it."""
+    def call() -> ClientAuthenticationError:
+        with SecretClient(vault.vault_url, _FixedToken(token), **options) as client:
+            with pytest.raises(ClientAuthenticationError) as info:
+                client.get_secret("anything")
+        return info.value
 
-        def __init__(self, token: str) -> None:
-            self.token = token
-
-        def get_token(self, *scopes, **kwargs) -> AccessToken:
-            import time
-
-            return AccessToken(self.token, int(time.time()) + 3600)
-
-    cases = {
-        vault_control.issue_token(audience="https://storage.azure.com"): "AKV10022: Invalid audience.",
-        vault_control.issue_token(lifetime_seconds=-60): "[TokenExpired] Error validating token: 'S2S12086'.",
-        "abc.def.ghi": "Error validating token",
-    }
-    for token, message in cases.items():
-        client = SecretClient(
-            vault.vault_url,
-            FixedToken(token),
-            connection_verify=vault.ca_bundle,
-            verify_challenge_resource=False,
-        )
-        with client, pytest.raises(ClientAuthenticationError) as info:
-            client.get_secret("anything")
-        assert info.value.status_code == 401
-        assert info.value.error.code == "Unauthorized"
-        assert info.value.error.message.startswith(message)
+    return await asyncio.to_thread(call)
 
 
-async def test_foreign_token_gets_401_aio(vault, vault_control, vault_env) -> None:
-    from azure.core.credentials import AccessToken
-    from azure.keyvault.secrets.aio import SecretClient
-
-    token = vault_control.issue_token(audience="https://management.azure.com")
-
-    class FixedToken:
-        async def get_token(self, *scopes, **kwargs) -> AccessToken:
-            import time
-
-            return AccessToken(token, int(time.time()) + 3600)
-
-        async def close(self) -> None:
-            pass
-
-    async with SecretClient(
-        vault.vault_url, FixedToken(), connection_verify=vault.ca_bundle, verify_challenge_resource=False
-    ) as client:
-        with pytest.raises(ClientAuthenticationError) as info:
-            await client.get_secret("anything")
-    assert info.value.error.message.startswith(
+FOREIGN_TOKENS = [
+    pytest.param({"audience": "https://storage.azure.com"}, "AKV10022: Invalid audience.", id="storage-aud"),
+    pytest.param(
+        {"audience": "https://management.azure.com"},
         "AKV10022: Invalid audience. Expected https://vault.azure.net or cfa8b339-82a2-471a-a3c9-0fc0be7a4093, "
-        "found: https://management.azure.com."
-    )
+        "found: https://management.azure.com.",
+        id="management-aud",
+    ),
+    pytest.param(
+        {"lifetime_seconds": -60}, "[TokenExpired] Error validating token: 'S2S12086'.", id="expired"
+    ),
+    pytest.param(None, "Error validating token", id="not-a-jwt"),
+]
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+@pytest.mark.parametrize(("mint", "message"), FOREIGN_TOKENS)
+async def test_foreign_token_gets_401(vault, vault_control, vault_env, kind, mint, message) -> None:
+    token = vault_control.issue_token(**mint) if mint is not None else "abc.def.ghi"
+    refused = await _refusal(kind, vault, token)
+    assert refused.status_code == 401
+    assert refused.error.code == "Unauthorized"
+    assert refused.error.message.startswith(message)

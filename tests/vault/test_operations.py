@@ -9,6 +9,8 @@ import time
 import pytest
 from azure.keyvault.secrets import KeyVaultSecretIdentifier
 
+from localdev.vault.instrumentation import OPERATIONS
+
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -16,123 +18,90 @@ def _value() -> str:
     return secrets.token_urlsafe(24)
 
 
-def test_sync_every_operation(sync_client, vault, vault_control) -> None:
+async def test_every_operation(kv, vault, vault_control) -> None:
+    """One body for the sync and the aio SDK (the `kv` fixture runs it through each)."""
     first, second = _value(), _value()
-    created = sync_client.set_secret(
-        "db-password", first, content_type="text/plain", tags={"owner": "t"}, expires_on=None
+    created = await kv.call(
+        "set_secret", "db-password", first, content_type="text/plain", tags={"owner": "t"}, expires_on=None
     )
     assert created.value == first
     assert HEX32.match(created.properties.version)
     assert created.id == f"{vault.vault_url}/secrets/db-password/{created.properties.version}"
     assert created.properties.recovery_level == "Recoverable+Purgeable"
     assert created.properties.recoverable_days == 90
-    newer = sync_client.set_secret("db-password", second)
+    newer = await kv.call("set_secret", "db-password", second)
 
-    assert sync_client.get_secret("db-password").value == second
-    assert (
-        sync_client.get_secret("DB-PASSWORD", created.properties.version).value == first
-    )  # names ignore case
+    assert (await kv.call("get_secret", "db-password")).value == second
+    # names ignore case
+    assert (await kv.call("get_secret", "DB-PASSWORD", created.properties.version)).value == first
 
-    listed = list(sync_client.list_properties_of_secrets())
+    listed = await kv.call("list_properties_of_secrets")
     assert [p.name for p in listed] == ["db-password"]
     assert listed[0].version is None and listed[0].id == f"{vault.vault_url}/secrets/db-password"
-    versions = list(sync_client.list_properties_of_secret_versions("db-password"))
+    versions = await kv.call("list_properties_of_secret_versions", "db-password")
     assert {v.version for v in versions} == {created.properties.version, newer.properties.version}
 
-    updated = sync_client.update_secret_properties(
-        "db-password", created.properties.version, content_type="application/json", tags={"a": "b"}
+    updated = await kv.call(
+        "update_secret_properties",
+        "db-password",
+        created.properties.version,
+        content_type="application/json",
+        tags={"a": "b"},
     )
     assert updated.content_type == "application/json" and updated.tags == {"a": "b"}
     assert updated.version == created.properties.version
-    latest = sync_client.update_secret_properties("db-password", enabled=True, tags={"x": "y"})
+    latest = await kv.call("update_secret_properties", "db-password", enabled=False, tags={"x": "y"})
     assert latest.version == newer.properties.version and latest.tags == {"x": "y"}
+    assert latest.enabled is False
+    await kv.call("update_secret_properties", "db-password", enabled=True)
 
-    backup = sync_client.backup_secret("db-password")
+    backup = await kv.call("backup_secret", "db-password")
     assert isinstance(backup, bytes) and first.encode() not in backup and second.encode() not in backup
 
-    deleted = sync_client.begin_delete_secret("db-password", _polling_interval=0).result()
+    deleted = await kv.call("delete_secret", "db-password", _polling_interval=0)
     assert deleted.recovery_id == f"{vault.vault_url}/deletedsecrets/db-password"
     assert deleted.scheduled_purge_date.timestamp() - deleted.deleted_date.timestamp() == 90 * 86400
-    assert sync_client.get_deleted_secret("db-password").name == "db-password"
-    assert [d.name for d in sync_client.list_deleted_secrets()] == ["db-password"]
-    assert list(sync_client.list_properties_of_secrets()) == []
+    assert (await kv.call("get_deleted_secret", "db-password")).name == "db-password"
+    assert [d.name for d in await kv.call("list_deleted_secrets")] == ["db-password"]
+    assert await kv.call("list_properties_of_secrets") == []
 
-    recovered = sync_client.begin_recover_deleted_secret("db-password", _polling_interval=0).result()
+    recovered = await kv.call("recover_deleted_secret", "db-password", _polling_interval=0)
     assert recovered.version == newer.properties.version
-    assert sync_client.get_secret("db-password").value == second
+    assert (await kv.call("get_secret", "db-password")).value == second
 
-    sync_client.begin_delete_secret("db-password", _polling_interval=0).wait()
-    sync_client.purge_deleted_secret("db-password")
-    assert list(sync_client.list_deleted_secrets()) == []
+    await kv.call("delete_secret", "db-password", _polling_interval=0)
+    await kv.call("purge_deleted_secret", "db-password")
+    assert await kv.call("list_deleted_secrets") == []
 
-    restored = sync_client.restore_secret_backup(backup)
+    restored = await kv.call("restore_secret_backup", backup)
     assert restored.name == "db-password" and restored.version == newer.properties.version
-    assert sync_client.get_secret("db-password", created.properties.version).value == first
+    assert (await kv.call("get_secret", "db-password", created.properties.version)).value == first
 
     ops = vault_control.stats()["operations"]
-    for op in (
-        "SetSecret",
-        "GetSecret",
-        "GetSecrets",
-        "GetSecretVersions",
-        "UpdateSecret",
-        "DeleteSecret",
-        "GetDeletedSecret",
-        "GetDeletedSecrets",
-        "PurgeDeletedSecret",
-        "RecoverDeletedSecret",
-        "BackupSecret",
-        "RestoreSecret",
-    ):
-        assert ops.get(op, 0) >= 1, op
+    missing = [op for op in OPERATIONS if ops.get(op, 0) < 1]
+    assert missing == []
 
 
-async def test_aio_every_operation(aio_client, vault, vault_control) -> None:
-    first, second = _value(), _value()
-    created = await aio_client.set_secret("api-key", first, tags={"k": "v"})
-    newer = await aio_client.set_secret("api-key", second)
-    assert (await aio_client.get_secret("api-key")).value == second
-    assert (await aio_client.get_secret("api-key", created.properties.version)).value == first
-    assert [p.name async for p in aio_client.list_properties_of_secrets()] == ["api-key"]
-    assert len([v async for v in aio_client.list_properties_of_secret_versions("api-key")]) == 2
-    updated = await aio_client.update_secret_properties("api-key", enabled=False)
-    assert updated.enabled is False and updated.version == newer.properties.version
-    await aio_client.update_secret_properties("api-key", enabled=True)
-    backup = await aio_client.backup_secret("api-key")
-    deleted = await aio_client.delete_secret("api-key", _polling_interval=0)
-    assert deleted.recovery_id.endswith("/deletedsecrets/api-key")
-    assert (await aio_client.get_deleted_secret("api-key")).name == "api-key"
-    assert [d.name async for d in aio_client.list_deleted_secrets()] == ["api-key"]
-    recovered = await aio_client.recover_deleted_secret("api-key", _polling_interval=0)
-    assert recovered.version == newer.properties.version
-    await aio_client.delete_secret("api-key", _polling_interval=0)
-    await aio_client.purge_deleted_secret("api-key")
-    restored = await aio_client.restore_secret_backup(backup)
-    assert restored.version == newer.properties.version
-    assert (await aio_client.get_secret("api-key")).value == second
-
-
-def test_paging_over_more_than_25(sync_client, vault_control) -> None:
+async def test_paging_over_more_than_25(kv, vault_control) -> None:
     names = {f"page-{i:02d}" for i in range(31)}
     for name in names:
-        sync_client.set_secret(name, "v")
+        await kv.call("set_secret", name, "v")
     for _ in range(27):
-        sync_client.set_secret("page-00", "v")
-    before = vault_control.stats()["operations"].get("GetSecrets", 0)
-    assert {p.name for p in sync_client.list_properties_of_secrets()} == names
-    assert vault_control.stats()["operations"]["GetSecrets"] - before == 2  # 25 + 6
-    assert len(list(sync_client.list_properties_of_secret_versions("page-00"))) == 28
-    small = sync_client.list_properties_of_secrets(max_page_size=4).by_page()
-    assert [len(list(page)) for page in small] == [4] * 7 + [3]
+        await kv.call("set_secret", "page-00", "v")
+
+    def pages() -> int:
+        return vault_control.stats()["operations"].get("GetSecrets", 0)
+
+    before = pages()
+    assert {p.name for p in await kv.call("list_properties_of_secrets")} == names
+    assert pages() - before == 2  # 25 + 6
+    assert len(await kv.call("list_properties_of_secret_versions", "page-00")) == 28
+    before = pages()
+    assert len(await kv.call("list_properties_of_secrets", max_page_size=4)) == 31
+    assert pages() - before == 8  # 7 pages of 4, then 3
     for name in names:
-        sync_client.begin_delete_secret(name, _polling_interval=0)
-    assert len(list(sync_client.list_deleted_secrets())) == 31
-
-
-async def test_aio_paging(aio_client) -> None:
-    for i in range(27):
-        await aio_client.set_secret(f"aio-page-{i}", "v")
-    assert len([p async for p in aio_client.list_properties_of_secrets()]) == 27
+        await kv.call("delete_secret", name, _polling_interval=0)
+    assert len(await kv.call("list_deleted_secrets")) == 31
 
 
 def test_wire_shapes(raw, vault) -> None:
