@@ -290,3 +290,36 @@ async def test_the_real_management_sdks_talk_to_it(arm: ArmSeeder) -> None:
             again = await cosmos.database_accounts.list_keys(GROUP, account_name)
             assert again.primary_master_key != keys.primary_master_key
             assert again.secondary_master_key == keys.secondary_master_key
+
+
+async def test_the_service_bus_event_hubs_and_redis_sdks_talk_to_it(arm: ArmSeeder) -> None:
+    from azure.identity.aio import ManagedIdentityCredential
+    from azure.mgmt.eventhub.aio import EventHubManagementClient
+    from azure.mgmt.redis.aio import RedisManagementClient
+    from azure.mgmt.servicebus.aio import ServiceBusManagementClient
+
+    options = {"base_url": arm.cloud.url, "connection_verify": arm.cloud.ca_bundle}
+    supplied = "s" * 44
+    async with ManagedIdentityCredential() as credential:
+        bus = arm.resource("servicebus-key").split("/")
+        async with ServiceBusManagementClient(credential, SUBSCRIPTION_ID, **options) as client:
+            keys = await client.namespaces.list_keys(GROUP, bus[8], bus[10])
+            assert keys.key_name == "send-listen" and keys.primary_connection_string.endswith(
+                keys.primary_key
+            )
+            changed = await client.namespaces.regenerate_keys(
+                GROUP, bus[8], bus[10], {"keyType": "SecondaryKey", "key": supplied}
+            )
+            assert changed.secondary_key == supplied and changed.primary_key == keys.primary_key
+        hub = arm.resource("eventhubs-key").split("/")
+        async with EventHubManagementClient(credential, SUBSCRIPTION_ID, **options) as client:
+            keys = await client.namespaces.list_keys(GROUP, hub[8], hub[10])
+            changed = await client.namespaces.regenerate_keys(
+                GROUP, hub[8], hub[10], {"keyType": "PrimaryKey", "key": supplied}
+            )
+            assert changed.primary_key == supplied and changed.secondary_key == keys.secondary_key
+        cache = arm.resource("redis-key").rsplit("/", 1)[1]
+        async with RedisManagementClient(credential, SUBSCRIPTION_ID, **options) as client:
+            keys = await client.redis.list_keys(GROUP, cache)
+            changed = await client.redis.regenerate_key(GROUP, cache, {"keyType": "Primary"})
+            assert changed.primary_key != keys.primary_key and changed.secondary_key == keys.secondary_key
