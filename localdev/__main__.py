@@ -90,6 +90,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help=f"do not deliver Key Vault events to the {EVENTS_FUNCTION} function",
     )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also start a local PostgreSQL (TLS, scram-sha-256) for database rotations; see postgres.env",
+    )
+    parser.add_argument("--postgres-port", type=int, default=0, help="its port (default 0 = any free)")
     args = parser.parse_args(argv)
     args.mode = "all"
     return args
@@ -201,6 +207,7 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
     vault = None
     cloud: Any = None
     host: RunningHost | None = None
+    postgres: Any = None
     try:
         if args.mode == "all":
             from localdev.vault.server import VaultConfig, start_vault
@@ -230,6 +237,12 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
             cloud = await start_cloud(CloudConfig(state_dir=state_dir, host=args.host, port=args.cloud_port))
             os.environ.update(cloud.env())  # ARM, Graph and Entra for the key and app secret rotators
             _log.info("local Azure control plane at %s (URLs in %s)", cloud.url, state_dir / "cloud.env")
+        if getattr(args, "postgres", False):  # before the app starts: it reads DB_CA_BUNDLE
+            from localdev.databases import start_local_postgres
+
+            postgres, postgres_line = await asyncio.to_thread(
+                start_local_postgres, state_dir, args.postgres_port
+            )
         host = await start_host(
             HostConfig(
                 app_dir=app_dir,
@@ -246,7 +259,10 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
                 "the app has no %s function; Key Vault events will not be delivered", EVENTS_FUNCTION
             )
         write_private(state_dir / "host.env", "".join(f"{k}={v}\n" for k, v in host.env().items()).encode())
-        print(_banner(host, state_dir, vault, not args.no_auth, time.perf_counter() - _BEGAN), flush=True)
+        banner = _banner(host, state_dir, vault, not args.no_auth, time.perf_counter() - _BEGAN)
+        if postgres is not None:
+            banner = banner.replace("\n  State ", f"\n{postgres_line}\n  State ", 1)
+        print(banner, flush=True)
         await stop.wait()
         print("\nstopping: host, app client" + (", vault" if vault is not None else ""), flush=True)
     finally:
@@ -259,6 +275,8 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
             await cloud.stop()
         if vault is not None:
             await vault.stop()
+        if postgres is not None:
+            postgres.stop()
         (state_dir / "host.env").unlink(missing_ok=True)
     print("stopped cleanly", flush=True)
     return 0

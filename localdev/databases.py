@@ -211,6 +211,7 @@ def start_postgres(
     root = directory
     if owner is not None and not _reachable_by(directory.parent, owner[0]):
         root = Path(tempfile.mkdtemp(prefix="kvrot-pgdata-"))
+        os.chmod(directory, 0o700)  # only the clients' files live here then
     data, run = root / "data", root / "run"
     run.mkdir(exist_ok=True)
     password_file = directory / "superuser.password"
@@ -448,3 +449,30 @@ def start_mariadb(directory: Path | None = None, *, port: int = 0) -> MariaDbSer
         server.stop()
         raise
     return server
+
+
+# ------------------------------------------------------------------------------------------- make run
+
+
+def start_local_postgres(state_dir: Path, port: int = 0) -> tuple[PostgresServer, str]:
+    """`make run ARGS=--postgres`: a PostgreSQL under <state_dir>/postgres (kept between runs where the server's
+    user can reach it), `postgres.env` (libpq's PG* variables, superuser password included; 0600) and the
+    banner line. The app's DB_CA_BUNDLE is set to the local CA so rotations verify the server."""
+    from localdev.statedir import write_private
+
+    server = start_postgres(state_dir / "postgres", port=port)
+    env = {
+        "PGHOST": server.host,
+        "PGPORT": str(server.port),
+        "PGDATABASE": "postgres",
+        "PGUSER": server.superuser,
+        "PGPASSWORD": server.superuser_password,
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": str(server.tls.ca_cert),
+        "DB_CA_BUNDLE": str(server.tls.ca_cert),
+    }
+    env_file = state_dir / "postgres.env"
+    write_private(env_file, "".join(f"{k}={v}\n" for k, v in env.items()).encode())
+    os.environ["DB_CA_BUNDLE"] = str(server.tls.ca_cert)
+    label = f"PostgreSQL {server.version}"
+    return server, f"  {label:<17}{server.url()}   (PG* variables and password: {env_file})"
