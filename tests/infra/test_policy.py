@@ -424,3 +424,16 @@ def test_no_unused_parameters_or_variables(path: Path) -> None:
     for name in [*bicep.parameters(path), *bicep.variables(path)]:
         uses = len(re.findall(rf"(?<![\w.']){re.escape(name)}\b", code))
         assert uses > 1, f"{bicep.rel(path)} declares {name} but never uses it"
+
+
+def test_the_readme_example_of_existing_vaults_fits_the_parameter_type() -> None:
+    readme = (bicep.ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"```json\n(\"existingKeyVaults\": .*?)\n```", readme, re.S)
+    assert match, "README's Deploy to Azure section shows an existingKeyVaults example"
+    entries = json.loads("{" + match.group(1) + "}")["existingKeyVaults"]["value"]
+    fields = bicep.parsed(bicep.INFRA / "main.bicep")["types"]["existingVault"]["value"]
+    for entry in entries:
+        assert set(entry) <= set(fields), f"README example uses {sorted(set(entry) - set(fields))}"
+        assert {"name", "resourceGroup"} <= set(entry)
+        for key, value in entry.items():
+            assert isinstance(value, bool) == (fields[key] == "bool"), f"README example {key}={value!r}"
