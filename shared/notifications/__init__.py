@@ -101,6 +101,15 @@ def load(env: Mapping[str, str] | None = None) -> NotifySettings:
     )
 
 
+def settings_or_none() -> NotifySettings | None:
+    """The NOTIFY_* settings, or None (logged with the setting's name and the fix) when one is unusable."""
+    try:
+        return load()
+    except NotifyConfigError as exc:
+        _log.error("notifications are off: %s", exc)
+        return None
+
+
 # ----------------------------------------------------------------------------- events from a sweep
 
 
@@ -109,7 +118,10 @@ def expiry_events(listed: Iterable[tuple[Any, Any]], now: datetime, vault: str, 
     has expired. (A managed secret is rotated; if that fails, its failure is what is announced.)"""
     from ..scope import name_in_scope
 
-    window = load().expiry_days
+    config = settings_or_none()
+    if config is None:
+        return []
+    window = config.expiry_days
     events: list[Event] = []
     for info, assessment in listed:
         if assessment is not None or not info.enabled or info.expires_on is None:
@@ -135,7 +147,8 @@ def expiry_events(listed: Iterable[tuple[Any, Any]], now: datetime, vault: str, 
 
 def digest_event(summary: Any, vault: str, settings: Any) -> Event | None:
     """Once a day (deduplicated like every event) when NOTIFY_DIGEST=true: the state the first sweep saw."""
-    if not load().digest:
+    config = settings_or_none()
+    if config is None or not config.digest:
         return None
     from .. import telemetry
 
@@ -219,7 +232,9 @@ async def default_notifier(settings: Any = None) -> Any:
     from .dedup import dedup_for
     from .delivery import Notifier, client_ssl_context
 
-    config = load()
+    config = settings_or_none()
+    if config is None:
+        return None
     channels = await channels_from(config, _read_from_vault)
     notifier = Notifier(
         channels, await dedup_for(settings, config.dedup), ssl_context=client_ssl_context(config.ca_bundle)
@@ -233,10 +248,11 @@ async def deliver_safely(events: list[Event], *, settings: Any = None) -> list[A
     if not events:
         return []
     try:
-        budget = load().budget_seconds
-        notifier = await default_notifier(settings)
-        if notifier is None:
+        config = settings_or_none()
+        notifier = None if config is None else await default_notifier(settings)
+        if config is None or notifier is None:
             return []
+        budget = config.budget_seconds
         return list(await asyncio.wait_for(notifier.send(events), budget))
     except Exception as exc:  # noqa: BLE001 - a notification must not fail a rotation
         _log.warning(

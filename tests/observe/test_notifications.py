@@ -372,3 +372,11 @@ async def test_blob_claims_hold_across_instances_and_a_release_frees_the_key(azu
     finally:
         for service in services:
             await service.close()
+
+
+async def test_an_unusable_notify_setting_is_logged_by_name_and_nothing_is_sent(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL_SECRET", "notify-webhook-url")  # and no key secret
+    assert await deliver_safely([failed_event()]) == []
+    assert "notifications are off: App setting NOTIFY_WEBHOOK_KEY_SECRET is not set" in caplog.text

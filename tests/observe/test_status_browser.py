@@ -43,13 +43,18 @@ def test_status_page_in_headless_chromium(
     from playwright.sync_api import sync_playwright
 
     now = datetime.now(UTC)
-    made = {
+    made: dict[str, datetime | None] = {
         "app-browser-due": now + timedelta(days=4),
         "app-browser-fine": now + timedelta(days=45),
         "app-browser-expired": now - timedelta(days=1),
     }
     for name, expires in made.items():
         sync_client.set_secret(name, secret_values.new(), tags=POLICY, expires_on=expires)
+    # two more states the page must show: a rotation left pending, and an unusable policy tag
+    pending = {**POLICY, "RotationState": "pending", "RotationOperationId": "op-browser"}
+    sync_client.set_secret("app-browser-pending", secret_values.new(), tags=pending, enabled=False)
+    sync_client.set_secret("app-browser-bad", secret_values.new(), tags={"ValidityPeriodDays": "ninety"})
+    made.update({"app-browser-pending": None, "app-browser-bad": None})
     url = f"{live_host.base_url}/api/status?code={live_host.function_key}"
 
     with sync_playwright() as playwright:
@@ -68,7 +73,9 @@ def test_status_page_in_headless_chromium(
             table = page.get_by_role("table")
             for name in made:
                 assert page.get_by_role("rowheader", name=name).count() == 1
-            assert "expired 1 day ago" in table.inner_text() and "4 days" in table.inner_text()
+            text = table.inner_text()
+            assert "expired 1 day ago" in text and "4 days" in text
+            assert "PendingRecovery" in text and "pending" in text and "failed" in text
             assert (
                 page.get_by_label("Status").count() == 1 and page.get_by_label("Name contains").count() == 1
             )
