@@ -306,3 +306,169 @@ def render(expression: Any) -> str:
     if isinstance(expression, list):
         return "[" + ", ".join(render(v) for v in expression) + "]"
     return str(expression)
+
+
+# --- names (tree-sitter: unlike pycep it tells identifiers from strings) -------------------------------------
+
+# Bicep's built-in functions (sys namespace) and decorators used or likely here; a name outside this list is
+# a typo or a user-defined function (none are declared in infra/).
+BICEP_FUNCTIONS = frozenset(
+    [
+        "any",
+        "array",
+        "base64",
+        "base64ToJson",
+        "base64ToString",
+        "bool",
+        "coalesce",
+        "concat",
+        "contains",
+        "dataUri",
+        "dataUriToString",
+        "dateTimeAdd",
+        "dateTimeFromEpoch",
+        "dateTimeToEpoch",
+        "deployment",
+        "deployer",
+        "empty",
+        "endsWith",
+        "environment",
+        "extensionResourceId",
+        "fail",
+        "filter",
+        "first",
+        "flatten",
+        "format",
+        "getSecret",
+        "groupBy",
+        "guid",
+        "indexOf",
+        "int",
+        "intersection",
+        "items",
+        "join",
+        "json",
+        "last",
+        "lastIndexOf",
+        "length",
+        "listKeys",
+        "loadFileAsBase64",
+        "loadJsonContent",
+        "loadTextContent",
+        "loadYamlContent",
+        "managementGroup",
+        "managementGroupResourceId",
+        "map",
+        "mapValue",
+        "max",
+        "min",
+        "newGuid",
+        "objectKeys",
+        "padLeft",
+        "parseCidr",
+        "pickZones",
+        "range",
+        "reduce",
+        "reference",
+        "replace",
+        "resourceGroup",
+        "resourceId",
+        "shallowMerge",
+        "skip",
+        "sort",
+        "split",
+        "startsWith",
+        "string",
+        "subscription",
+        "subscriptionResourceId",
+        "substring",
+        "take",
+        "tenant",
+        "tenantResourceId",
+        "toLower",
+        "toObject",
+        "toUpper",
+        "trim",
+        "union",
+        "uniqueString",
+        "uri",
+        "uriComponent",
+        "uriComponentToString",
+        "utcNow",
+        "allowed",
+        "batchSize",
+        "description",
+        "discriminator",
+        "export",
+        "maxLength",
+        "maxValue",
+        "metadata",
+        "minLength",
+        "minValue",
+        "secure",
+        "sealed",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Names:
+    declared: frozenset[str]
+    used: tuple[tuple[str, int], ...]  # (identifier, 1-based line) outside declarations and property keys
+    functions: tuple[tuple[str, int], ...]
+
+
+def names(source: bytes) -> Names:
+    tree = _ts_parser().parse(source)
+    declared: set[str] = set()
+    used: list[tuple[str, int]] = []
+    functions: list[tuple[str, int]] = []
+    declarations = {
+        "parameter_declaration",
+        "variable_declaration",
+        "resource_declaration",
+        "module_declaration",
+        "output_declaration",
+        "type_declaration",
+        "user_defined_function",
+    }
+
+    def text(node: Any) -> str:
+        return source[node.start_byte : node.end_byte].decode()
+
+    def visit(node: Any) -> None:
+        named = [c for c in node.children if c.is_named]
+        skip: set[int] = set()
+        if node.type in declarations and named and named[0].type == "identifier":
+            declared.add(text(named[0]))
+            skip.add(named[0].id)
+        if node.type == "object_property" and named and named[0].type == "identifier":
+            skip.add(named[0].id)  # a property key, not a reference
+        if node.type in ("loop_variable", "loop_enumerator"):
+            declared.add(text(node))
+        if node.type == "for_statement" and named and named[0].type == "identifier":
+            declared.add(text(named[0]))  # [for x in xs: ...] without parentheses
+            skip.add(named[0].id)
+        if node.type == "lambda_expression" and named:
+            params = named[0]
+            for p in [params] if params.type == "identifier" else [c for c in params.children if c.is_named]:
+                declared.add(text(p))
+        if node.type == "call_expression":
+            function = node.child_by_field_name("function")
+            if function is not None and function.type == "identifier":
+                functions.append((text(function), function.start_point[0] + 1))
+                skip.add(function.id)
+            elif function is not None and function.type == "member_expression":
+                prop = function.child_by_field_name("property")
+                if prop is not None:
+                    functions.append((text(prop), prop.start_point[0] + 1))
+        for child in node.children:
+            if child.id in skip:
+                continue
+            if child.type == "identifier":
+                used.append((text(child), child.start_point[0] + 1))
+            else:
+                visit(child)
+
+    visit(tree.root_node)
+    return Names(frozenset(declared), tuple(used), tuple(functions))

@@ -46,3 +46,35 @@ def test_a_broken_template_is_caught(mangle: object, why: str) -> None:
     broken = mangle(source)  # type: ignore[operator]
     assert broken != source
     assert bicep.syntax_errors(broken), f"a {why} main.bicep passed the syntax check"
+
+
+@pytest.mark.parametrize("path", FILES, ids=bicep.rel)
+def test_every_name_resolves(path: Path) -> None:
+    """What the compiler's name binding would report: a reference to nothing, or an unknown function."""
+    found = bicep.names(path.read_bytes())
+    undeclared = sorted({f"{name} (line {line})" for name, line in found.used if name not in found.declared})
+    assert not undeclared, f"{bicep.rel(path)} refers to undeclared {undeclared}"
+    unknown = sorted(
+        {f"{name} (line {line})" for name, line in found.functions if name not in bicep.BICEP_FUNCTIONS}
+    )
+    assert not unknown, f"{bicep.rel(path)} calls unknown functions {unknown}"
+
+
+@pytest.mark.parametrize(
+    ("typo", "reported"),
+    [
+        (b"scope: rg\n  params: {\n    name: 'id-${resourceToken}'", "reourceToken"),
+        (b"subscriptionId: subscription().subscriptionId", "subscripton"),
+    ],
+)
+def test_a_misspelt_name_is_caught(typo: bytes, reported: str) -> None:
+    source = (bicep.INFRA / "main.bicep").read_bytes()
+    assert typo in source
+    broken = source.replace(
+        typo, typo.replace(b"resourceToken", b"reourceToken").replace(b"subscription()", b"subscripton()"), 1
+    )
+    found = bicep.names(broken)
+    problems = [n for n, _ in found.used if n not in found.declared] + [
+        f for f, _ in found.functions if f not in bicep.BICEP_FUNCTIONS
+    ]
+    assert reported in problems
