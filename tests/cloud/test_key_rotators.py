@@ -242,11 +242,12 @@ async def test_a_crash_at_every_step_converges_with_one_regenerate(
 
 
 async def test_missing_role_is_terminal_and_names_it(
-    kv_client: Any, arm: ArmSeeder, cloud_engine: Any, vault_clock: Any
+    kv_client: Any, arm: ArmSeeder, cloud_engine: Any, vault_clock: Any, secret_values: Any
 ) -> None:
     store = arm.cloud.store
     name = "refused-storage"
     resource, seeded = await seed_secret(kv_client, arm, "storage-account-key", name, vault_clock.now())
+    register_all_keys(secret_values, arm, resource)
     principal = store.default_principals[0]
     store.unassign(principal)
     store.assign(principal, "Reader", resource)
@@ -281,11 +282,18 @@ async def test_least_privilege_role_is_enough(
 
 @pytest.mark.parametrize("rotation_type", ["storage-account-key", "servicebus-key"])
 async def test_throttling_is_retried_then_reported_as_unavailable(
-    kv_client: Any, arm: ArmSeeder, cloud_engine: Any, vault_clock: Any, use_rotator: Any, rotation_type: str
+    kv_client: Any,
+    arm: ArmSeeder,
+    cloud_engine: Any,
+    vault_clock: Any,
+    use_rotator: Any,
+    secret_values: Any,
+    rotation_type: str,
 ) -> None:
     store = arm.cloud.store
     name = f"throttled-{rotation_type}"
-    await seed_secret(kv_client, arm, rotation_type, name, vault_clock.now())
+    resource, _ = await seed_secret(kv_client, arm, rotation_type, name, vault_clock.now())
+    register_all_keys(secret_values, arm, resource)
     # One 429 with Retry-After: azure-core's retry policy honours it and the rotation goes through.
     store.inject(Fault("arm", "listKeys", 429, "TooManyRequests", "Too many requests.", {"Retry-After": "0"}))
     assert (await cloud_engine().rotate(name, ON_DEMAND)).outcome.value == "Rotated"
@@ -298,6 +306,7 @@ async def test_throttling_is_retried_then_reported_as_unavailable(
     )
     with pytest.raises(TargetUnavailable) as unavailable:
         await cloud_engine().rotate(name, ON_DEMAND)
+    register_all_keys(secret_values, arm, resource)
     assert unavailable.value.transient and unavailable.value.retry_after == 17
     assert "429" in unavailable.value.message
 
