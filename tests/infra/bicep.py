@@ -472,3 +472,43 @@ def names(source: bytes) -> Names:
 
     visit(tree.root_node)
     return Names(frozenset(declared), tuple(used), tuple(functions))
+
+
+def resource_references(source: bytes) -> list[tuple[str, str, list[str], int]]:
+    """(symbol, resource type, property path, line) for each `symbol.a.b.c` read of a resource of this file."""
+    tree = _ts_parser().parse(source)
+    types: dict[str, str] = {}
+
+    def text(node: Any) -> str:
+        return source[node.start_byte : node.end_byte].decode()
+
+    for node in tree.root_node.children:
+        if node.type == "resource_declaration":
+            named = [c for c in node.children if c.is_named]
+            kind = next((text(c).strip("'") for c in named if c.type == "string"), "")
+            types[text(named[0])] = kind.split("@")[0]
+    found: list[tuple[str, str, list[str], int]] = []
+
+    def chain(node: Any) -> tuple[str, list[str]] | None:
+        path: list[str] = []
+        while node.type == "member_expression":
+            prop = node.child_by_field_name("property")
+            if prop is None:
+                return None
+            path.insert(0, text(prop))
+            node = node.child_by_field_name("object")
+            if node is None:
+                return None
+        return (text(node), path) if node.type == "identifier" else None
+
+    def visit(node: Any, inside_member: bool) -> None:
+        if node.type == "member_expression" and not inside_member:
+            parsed_chain = chain(node)
+            if parsed_chain and parsed_chain[0] in types and parsed_chain[1]:
+                symbol, path = parsed_chain
+                found.append((symbol, types[symbol], path, node.start_point[0] + 1))
+        for child in node.children:
+            visit(child, node.type == "member_expression" and child == node.child_by_field_name("object"))
+
+    visit(tree.root_node, False)
+    return found

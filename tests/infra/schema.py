@@ -250,3 +250,40 @@ def unknown_properties(
 
     visit("", body)
     return problems
+
+
+# What a GET returns, where it differs from the PUT body (reads like vault.properties.vaultUri).
+READ_MODELS: dict[str, tuple[str, str]] = {
+    "Microsoft.KeyVault/vaults": ("azure.mgmt.keyvault.models", "Vault"),
+    "Microsoft.Storage/storageAccounts": ("azure.mgmt.storage.models", "StorageAccount"),
+    "Microsoft.Authorization/roleAssignments": (
+        "azure.mgmt.authorization.v2022_04_01.models",
+        "RoleAssignment",
+    ),
+}
+# Every ARM resource has these, whatever its model says.
+ARM_PROPERTIES = {"id", "name", "type", "apiVersion"}
+
+
+def read_model_of(resource_type: str) -> type:
+    module, name = READ_MODELS.get(resource_type) or MODELS[resource_type]
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def missing_property(cls: type, path: list[str]) -> str | None:
+    """Why `path` (e.g. ['properties', 'primaryEndpoints', 'blob']) is not a property of `cls`, or None."""
+    table = {name.replace("\x00", "."): field for name, field in fields(cls).items()}
+    prefix = ""
+    for i, part in enumerate(path):
+        name = prefix + part
+        if name in table:
+            field, rest = table[name], path[i + 1 :]
+            if not rest or field.model is None or field.container:
+                return None  # the end, or a scalar/free-form/collection value (not followed further)
+            return missing_property(field.model, rest)
+        if any(key.startswith(name + ".") for key in table):
+            prefix = name + "."
+            continue
+        known = sorted({key[len(prefix) :].split(".")[0] for key in table if key.startswith(prefix)})
+        return f"{cls.__name__} has no property {part!r} (known: {known})"
+    return None

@@ -4,6 +4,8 @@ deployment."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.infra import bicep, schema
@@ -68,3 +70,26 @@ def test_property_names_match_the_rest_model(resource: bicep.Resource) -> None:
 def test_a_wrong_name_is_caught(resource_type: str, body: dict[str, object], wrong: str) -> None:
     problems = schema.unknown_properties(schema.model_of(resource_type), body, resource_type)
     assert problems and wrong in problems[0], problems
+
+
+@pytest.mark.parametrize("path", bicep.bicep_files(), ids=bicep.rel)
+def test_properties_read_from_resources_exist(path: Path) -> None:
+    """`storage.properties.primaryEndpoints.blob` and the like: each read names a property the resource has."""
+    problems = []
+    for symbol, resource_type, chain, line in bicep.resource_references(path.read_bytes()):
+        if chain[0] in schema.ARM_PROPERTIES or resource_type in schema.UNCHECKED:
+            continue
+        why = schema.missing_property(schema.read_model_of(resource_type), chain)
+        if why:
+            problems.append(f"{bicep.rel(path)}:{line} {symbol}.{'.'.join(chain)}: {why}")
+    assert not problems, "\n".join(problems)
+
+
+def test_a_wrong_read_is_caught() -> None:
+    storage = schema.read_model_of("Microsoft.Storage/storageAccounts")
+    assert schema.missing_property(storage, ["properties", "primaryEndpoints", "blob"]) is None
+    assert "primaryEndpoint" in (
+        schema.missing_property(storage, ["properties", "primaryEndpoint", "blob"]) or ""
+    )
+    vault = schema.read_model_of("Microsoft.KeyVault/vaults")
+    assert "vaultUrl" in (schema.missing_property(vault, ["properties", "vaultUrl"]) or "")
