@@ -399,3 +399,19 @@ async def test_a_resumed_placeholder_version_ends_disabled(
     current = await kv_client.get_secret(name)
     enabled = [v.version for v in await versions_of(kv_client, name) if v.enabled]
     assert sorted(enabled) == sorted([seeded.properties.version, current.properties.version])
+
+
+async def test_no_credential_id_and_an_unknown_value_is_refused(
+    kv_client: Any, arm: ArmSeeder, cloud_engine: Any, vault_clock: Any
+) -> None:
+    resource = arm.resource("redis-key")
+    name = "unknown-value"
+    await kv_client.set_secret(
+        name,
+        "not-a-key-of-this-cache",
+        tags={"ValidityPeriodDays": "60", "RotationType": "redis-key", "ProviderAddress": resource},
+        expires_on=vault_clock.now() + timedelta(days=1),
+    )
+    with pytest.raises(TargetRefused, match="CredentialId"):
+        await cloud_engine().rotate(name, ON_DEMAND)
+    assert arm.cloud.store.regenerations[resource.lower()] == 0

@@ -187,14 +187,15 @@ class KeyPairRotator:
         if slot is not None:
             return slot
         # No CredentialId yet (a secret written by hand): find which key the current value holds.
-        try:
-            current = self.key_of(await ctx.read_value(None))
-        except Exception:  # noqa: BLE001 - no readable value: start with the secondary key as the target
-            current = ""
+        current = self.key_of(await ctx.read_value(None))
         for candidate, value in keys.items():
             if current and same(value, current):
                 return candidate
-        return self.slots[0]
+        raise TargetRefused(
+            f"The secret's value is neither key of {self._address(ctx.policy).resource_id}, and it has no "
+            f"{TAG_CREDENTIAL_ID} tag: set {TAG_CREDENTIAL_ID} to {' or '.join(self.slots)} (the key it should "
+            "hold now; rotation regenerates the other one)."
+        )
 
     async def create_pending(self, ctx: RotationContext) -> PendingCredential:
         address = self._address(ctx.policy)
