@@ -186,14 +186,17 @@ async def test_connection_string_format(
             await client.get_service_properties()
 
 
-class CrashAfterRegenerate(StorageAccountKeyRotator):
-    """Dies after the provider regenerated the key, before the engine could store it."""
+def crash_after_regenerate(rotation_type: str) -> Any:
+    """The type's rotator, dying after the provider regenerated the key, before the engine could store it."""
 
-    async def apply(self, ctx: RotationContext, pending: PendingCredential) -> PendingCredential | None:
-        produced = await super().apply(ctx, pending)
-        if produced is not None:
-            raise Crash("after regenerate")
-        return produced
+    class CrashAfterRegenerate(DEFAULTS[rotation_type]):  # type: ignore[misc,valid-type]
+        async def apply(self, ctx: RotationContext, pending: PendingCredential) -> PendingCredential | None:
+            produced = await super().apply(ctx, pending)
+            if produced is not None:
+                raise Crash("after regenerate")
+            return produced
+
+    return CrashAfterRegenerate()
 
 
 @pytest.mark.parametrize("rotation_type", KEY_TYPES)
@@ -207,8 +210,8 @@ async def test_a_crash_at_every_step_converges_with_one_regenerate(
     rotation_type: str,
 ) -> None:
     store = arm.cloud.store
-    steps = [*STEPS, "produced_stored"] if rotation_type not in ("servicebus-key", "eventhubs-key") else STEPS
-    for step in [*steps, "after_regenerate"] if rotation_type == "storage-account-key" else steps:
+    generated = rotation_type not in ("servicebus-key", "eventhubs-key")
+    for step in [*STEPS, "produced_stored", "after_regenerate"] if generated else STEPS:
         name = f"crash-{rotation_type}-{step}".replace("_", "-")
         resource, seeded = await seed_secret(kv_client, arm, rotation_type, name, vault_clock.now())
         register_all_keys(secret_values, arm, resource)
@@ -218,10 +221,10 @@ async def test_a_crash_at_every_step_converges_with_one_regenerate(
                 raise Crash(step)
 
         if step == "after_regenerate":
-            use_rotator(CrashAfterRegenerate())
+            use_rotator(crash_after_regenerate(rotation_type))
             with pytest.raises(Crash):
                 await cloud_engine().sweep()
-            use_rotator(StorageAccountKeyRotator())
+            use_rotator(DEFAULTS[rotation_type]())
         else:
             with pytest.raises(Crash):
                 await cloud_engine(hook=crash).sweep()
