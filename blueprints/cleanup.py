@@ -7,6 +7,7 @@ import logging
 import azure.functions as func
 
 from shared.cleanup import default_cleanup
+from shared.sweeps import every_vault
 
 from .timer_retry import TIMER_RETRY
 
@@ -20,4 +21,8 @@ _log = logging.getLogger(__name__)
 async def scheduled_cleanup(timer: func.TimerRequest) -> None:
     if timer.past_due:
         _log.info("scheduled_cleanup is running late (past due); the sweep catches up")
-    await (await default_cleanup()).sweep()
+    await every_vault(lambda url: _sweep(url))
+
+
+async def _sweep(vault_url: str) -> None:
+    await (await default_cleanup(vault_url)).sweep()

@@ -9,9 +9,10 @@ import logging
 
 import azure.functions as func
 
-from shared import plan
+from shared import plan, secrets
 from shared.rotation import RotationRequest, default_engine
-from shared.validation import parse_flag, validate_name
+from shared.sweeps import every_vault
+from shared.validation import parse_flag, validate_name, vault_param
 
 from .responses import answers_json, caller_of, json_response
 from .timer_retry import TIMER_RETRY
@@ -27,8 +28,11 @@ async def scheduled_rotation(timer: func.TimerRequest) -> None:
     """Rotate every due secret within ROTATION_BUDGET_SECONDS; what is left waits for the next run."""
     if timer.past_due:
         _log.info("scheduled_rotation is running late (past due); the sweep catches up")
-    engine = await default_engine()
-    await engine.sweep()
+    await every_vault(lambda url: _sweep(url))
+
+
+async def _sweep(vault_url: str) -> None:
+    await (await default_engine(vault_url)).sweep()
 
 
 @bp.function_name("rotate_secret")
@@ -38,7 +42,7 @@ async def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
     """Rotate now, due or not (?dryRun=true: say what would happen). Concurrent calls share one rotation."""
     name = validate_name(req.route_params.get("name", ""))
     dry_run = parse_flag(req.params, "dryRun")
-    engine = await default_engine()
+    engine = await default_engine(secrets.settings_for(vault_param(req.params)).vault_url)
     result = await engine.rotate(
         name, RotationRequest(trigger="http", force=True, dry_run=dry_run, caller=caller_of(req))
     )
@@ -50,4 +54,5 @@ async def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
 @answers_json
 async def rotation_plan(req: func.HttpRequest) -> func.HttpResponse:
     """What the next rotation and cleanup would do, per managed secret, and the last real runs' summaries."""
-    return json_response(await plan.rotation_plan())
+    vault = secrets.settings_for(vault_param(req.params)).vault_url
+    return json_response(await plan.rotation_plan(vault))

@@ -11,13 +11,13 @@ import azure.functions as func
 
 from shared import secrets
 from shared.scope import ownership_tags
-from shared.settings import get_settings
 from shared.validation import (
     parse_flag,
     parse_list_query,
     parse_secret_write,
     require_json,
     validate_name,
+    vault_param,
 )
 
 from .responses import answers_json, caller_of, json_response
@@ -33,10 +33,11 @@ async def put_secret(req: func.HttpRequest) -> func.HttpResponse:
     name = validate_name(req.route_params.get("name", ""))
     recover_param = parse_flag(req.params, "recover")
     body = require_json(req.headers.get("content-type"), req.get_body())
+    vault = vault_param(req.params)
     request = parse_secret_write(
-        name, body, bookkeeping_tags=ownership_tags(get_settings()), recover_param=recover_param
+        name, body, bookkeeping_tags=ownership_tags(secrets.settings_for(vault)), recover_param=recover_param
     )
-    result = await secrets.write(request, caller=caller_of(req))
+    result = await secrets.write(request, caller=caller_of(req), vault=vault)
     return json_response(result.metadata.as_json(), 201 if result.created else 200)
 
 
@@ -45,7 +46,9 @@ async def put_secret(req: func.HttpRequest) -> func.HttpResponse:
 @answers_json
 async def get_secret(req: func.HttpRequest) -> func.HttpResponse:
     name = validate_name(req.route_params.get("name", ""))
-    details = await secrets.read(name, include_versions=parse_flag(req.params, "versions"))
+    details = await secrets.read(
+        name, include_versions=parse_flag(req.params, "versions"), vault=vault_param(req.params)
+    )
     body = details.current.as_json()
     if details.versions is not None:
         body["versions"] = [version.as_json() for version in details.versions]
@@ -56,7 +59,7 @@ async def get_secret(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="secrets", methods=["GET"])
 @answers_json
 async def list_secrets(req: func.HttpRequest) -> func.HttpResponse:
-    page = await secrets.list_page(parse_list_query(req.params))
+    page = await secrets.list_page(parse_list_query(req.params), vault=vault_param(req.params))
     return json_response(
         {"value": [item.as_json() for item in page.items], "continuationToken": page.continuation_token}
     )
@@ -67,7 +70,7 @@ async def list_secrets(req: func.HttpRequest) -> func.HttpResponse:
 @answers_json
 async def delete_secret(req: func.HttpRequest) -> func.HttpResponse:
     name = validate_name(req.route_params.get("name", ""))
-    deleted = await secrets.delete(name, caller=caller_of(req))
+    deleted = await secrets.delete(name, caller=caller_of(req), vault=vault_param(req.params))
     return json_response(deleted.as_json())
 
 
@@ -76,5 +79,5 @@ async def delete_secret(req: func.HttpRequest) -> func.HttpResponse:
 @answers_json
 async def recover_secret(req: func.HttpRequest) -> func.HttpResponse:
     name = validate_name(req.route_params.get("name", ""))
-    recovered = await secrets.recover(name, caller=caller_of(req))
+    recovered = await secrets.recover(name, caller=caller_of(req), vault=vault_param(req.params))
     return json_response(recovered.as_json())

@@ -13,11 +13,19 @@ from .settings import get_settings
 from .vault.sweep import last_summaries
 
 
-async def rotation_plan() -> dict[str, Any]:
-    budget = get_settings().plan_budget_seconds
-    rotation = await (await default_engine()).sweep(dry_run=True, include_items=True, budget_seconds=budget)
-    cleanup = await (await default_cleanup()).sweep(dry_run=True, include_items=True, budget_seconds=budget)
+async def rotation_plan(vault_url: str | None = None) -> dict[str, Any]:
+    """The plan of one vault (default: the first configured one)."""
+    settings = get_settings()
+    url = vault_url or settings.vault_url
+    budget = settings.plan_budget_seconds
+    rotation = await (await default_engine(url)).sweep(
+        dry_run=True, include_items=True, budget_seconds=budget
+    )
+    cleanup = await (await default_cleanup(url)).sweep(
+        dry_run=True, include_items=True, budget_seconds=budget
+    )
     return {
+        "vault": url,
         "rotation": rotation.to_dict(with_items=True),
         "cleanup": cleanup.to_dict(with_items=True),
         "lastRuns": last_summaries(),

@@ -192,14 +192,28 @@ async def _recover_deleted(client: SecretClient, name: str, settings: Settings) 
     return True
 
 
+def settings_for(vault: str | None) -> Settings:
+    """The app's settings aimed at `vault` (a configured vault's URL or name; None: the default vault).
+
+    An unknown vault is the caller's 400 naming `vault`, before any vault call."""
+    settings = get_settings()
+    if vault is None:
+        return settings
+    url = settings.vault_named(vault)
+    if url is None:
+        names = ", ".join(sorted({(urlparse(u).hostname or u).split(".", 1)[0] for u in settings.vault_urls}))
+        raise InvalidRequest(f"vault must be one of the configured vaults: {names}.", field="vault")
+    return settings.for_vault(url)
+
+
 # Writes to one name are serialized in this process, so identical writes that arrive together see each
 # other's version (one 201, then 200s naming it) and different values each get their own version.
 _WRITE_LOCKS = SecretLocks()
 
 
-async def write(request: SecretWrite, *, caller: str | None = None) -> WriteResult:
+async def write(request: SecretWrite, *, caller: str | None = None, vault: str | None = None) -> WriteResult:
     """Create or add a version of `request.name`; identical repeats create nothing (see module docstring)."""
-    settings = get_settings()
+    settings = settings_for(vault)
     async with audited("write", request.name, caller=caller) as entry:
         require_name_in_scope(request.name, settings)
         async with _WRITE_LOCKS.hold(request.name):
@@ -208,7 +222,7 @@ async def write(request: SecretWrite, *, caller: str | None = None) -> WriteResu
 
 async def _write_locked(request: SecretWrite, settings: Settings, entry: Any) -> WriteResult:
     """The write itself, under the name's write lock (see `write`)."""
-    client = await get_secret_client()
+    client = await get_secret_client(settings.vault_url)
     call = VaultCall(request.name, "write")
     current = await _read_current(client, request.name, "write")
     recovered = False
@@ -251,11 +265,11 @@ async def _write_locked(request: SecretWrite, settings: Settings, entry: Any) ->
     return WriteResult(metadata, created=created, recovered=recovered)
 
 
-async def read(name: str, *, include_versions: bool = False) -> SecretDetails:
+async def read(name: str, *, include_versions: bool = False, vault: str | None = None) -> SecretDetails:
     """Metadata of the current version (and of every version, newest first, when asked)."""
-    settings = get_settings()
+    settings = settings_for(vault)
     require_name_in_scope(name, settings)
-    client = await get_secret_client()
+    client = await get_secret_client(settings.vault_url)
     current = await _read_current(client, name, "read")
     if current is None:
         raise SecretNotFound(f"Secret '{name}' was not found in the vault.", field="name")
@@ -287,15 +301,15 @@ def _decode_token(token: str, settings: Settings) -> str:
     return f"{settings.vault_url}/secrets?{urlencode(pairs)}"
 
 
-async def list_page(query: ListQuery) -> SecretPage:
+async def list_page(query: ListQuery, *, vault: str | None = None) -> SecretPage:
     """One vault page of secrets (metadata), filtered to the app's name prefix.
 
     A page may hold fewer than `max_results` items (even none) and still have a continuation token,
     because out-of-scope secrets are filtered out of the vault's page; keep paging while there is a token.
     """
-    settings = get_settings()
+    settings = settings_for(vault)
     link = _decode_token(query.continuation_token, settings) if query.continuation_token else None
-    client = await get_secret_client()
+    client = await get_secret_client(settings.vault_url)
 
     async def first_page() -> SecretPage:
         pages = client.list_properties_of_secrets(max_page_size=query.max_results).by_page(
@@ -325,12 +339,12 @@ async def list_page(query: ListQuery) -> SecretPage:
         raise from_vault_error(exc, call) from exc
 
 
-async def delete(name: str, *, caller: str | None = None) -> DeletedSecretInfo:
+async def delete(name: str, *, caller: str | None = None, vault: str | None = None) -> DeletedSecretInfo:
     """Soft-delete every version of an owned secret."""
-    settings = get_settings()
+    settings = settings_for(vault)
     async with audited("delete", name, caller=caller) as entry:
         require_name_in_scope(name, settings)
-        client = await get_secret_client()
+        client = await get_secret_client(settings.vault_url)
         current = await _read_current(client, name, "write")
         if current is None:
             raise SecretNotFound(f"Secret '{name}' was not found in the vault.", field="name")
@@ -348,12 +362,12 @@ async def delete(name: str, *, caller: str | None = None) -> DeletedSecretInfo:
         )
 
 
-async def recover(name: str, *, caller: str | None = None) -> VersionInfo:
+async def recover(name: str, *, caller: str | None = None, vault: str | None = None) -> VersionInfo:
     """Recover a deleted-but-recoverable secret that is ours (or adoptable)."""
-    settings = get_settings()
+    settings = settings_for(vault)
     async with audited("recover", name, caller=caller) as entry:
         require_name_in_scope(name, settings)
-        client = await get_secret_client()
+        client = await get_secret_client(settings.vault_url)
         if not await _recover_deleted(client, name, settings):
             raise SecretNotFound(
                 f"There is no deleted secret named '{name}' to recover (it may be live already, or purged).",

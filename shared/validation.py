@@ -271,3 +271,19 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     if token is not None and len(token) > MAX_CONTINUATION_TOKEN:
         raise InvalidRequest("continuationToken is not one this API returned.", field="continuationToken")
     return ListQuery(max_results=max_results, continuation_token=token)
+
+
+_VAULT_PARAM = re.compile(r"[0-9a-zA-Z.:-]{1,300}")
+
+
+def vault_param(params: Mapping[str, str]) -> str | None:
+    """`?vault=` — which configured vault (its name, host or URL); absent: the default vault."""
+    raw = params.get("vault")
+    if raw is None or raw == "":
+        return None
+    value = raw.strip()
+    if value.startswith("https://"):
+        value = value[len("https://") :].rstrip("/")
+    if not _VAULT_PARAM.fullmatch(value):
+        raise InvalidRequest("vault must be a configured vault's name (e.g. my-vault) or URL.", field="vault")
+    return value
