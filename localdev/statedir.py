@@ -20,9 +20,11 @@ FILE_MODE = 0o600
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` (and missing parents) 0700, or tighten it to 0700 when it is ours and open to others.
+    """Create `path` (and missing parents) 0700; tighten an existing `.localdev` (or its `tls/`, `keys/`),
+    which an older checkout made 0755, when it is ours.
 
-    A directory owned by someone else (e.g. `--state-dir /tmp`) is left as it is: its files are 0600."""
+    Any other existing directory (e.g. `--state-dir /tmp`, or your home) keeps its mode: the files localdev
+    writes there are 0600 all the same."""
     missing = []
     probe = path
     while not probe.exists():
@@ -33,9 +35,17 @@ def private_dir(path: Path) -> Path:
             directory.mkdir(mode=DIR_MODE)
         os.chmod(directory, DIR_MODE)  # mkdir's mode passes through the umask
     info = path.stat()
-    if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
+    if (
+        not missing
+        and path.name in _STATE_DIR_NAMES
+        and info.st_uid == os.getuid()
+        and stat.S_IMODE(info.st_mode) & 0o077
+    ):
         os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o077 | DIR_MODE)
     return path
+
+
+_STATE_DIR_NAMES = frozenset({".localdev", "tls", "keys"})
 
 
 class StateDirInUse(RuntimeError):

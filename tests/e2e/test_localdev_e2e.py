@@ -154,7 +154,7 @@ def test_a_second_start_beside_a_running_one_leaves_it_untouched(tmp_path: Path)
     first (its host.env, vault.env and vault.lock, which every README block sources, stay byte for byte);
     the same for a `python -m localdev.vault` pointed at that state dir. Every state file is 0600 and every
     state dir 0700 under the usual umask 022."""
-    state = tmp_path / "state"
+    state = tmp_path / ".localdev"  # as make run's (an existing dir of another name keeps its mode)
     # a small fixture app: this is about the state dir, not about function_app
     app = ("--app-dir", str(REPO / "tests" / "host" / "apps" / "http"), "--script-file", "http_app.py")
     first = LocaldevProcess(

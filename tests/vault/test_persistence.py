@@ -188,7 +188,7 @@ def test_every_state_file_is_owner_only_whatever_the_umask(tmp_path, monkeypatch
 
 
 def test_a_state_dir_from_an_older_checkout_is_tightened(tmp_path) -> None:
-    state = tmp_path / "state"
+    state = tmp_path / ".localdev"
     (state / "tls").mkdir(parents=True)
     (state / "vault.env").write_text("KEY_VAULT_URL=https://localhost:1\n")
     for path, mode in ((state, 0o755), (state / "tls", 0o755), (state / "vault.env", 0o644)):
@@ -216,3 +216,20 @@ def test_a_start_refused_for_a_busy_state_dir_changes_none_of_its_files(tmp_path
         assert after == before  # vault.lock was truncated to 0 bytes by the refused start before
     finally:
         running.stop()
+
+
+def test_a_directory_that_is_not_a_state_dir_keeps_its_mode(tmp_path) -> None:
+    """`--state-dir ~` must not make your home 0700: an existing dir is tightened only if it is a .localdev."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    os.chmod(home, 0o755)
+    for _ in range(2):  # the second start finds the first one's files there: still not tightened
+        start_vault_in_thread(_config(home)).stop()
+    vault = start_vault_in_thread(_config(home))
+    try:
+        assert home.stat().st_mode & 0o777 == 0o755
+        assert (home / "vault.env").stat().st_mode & 0o777 == 0o600  # what it writes is private all the same
+        assert (home / "tls").stat().st_mode & 0o777 == 0o700
+    finally:
+        vault.stop()
