@@ -39,6 +39,14 @@ ROTATION_OUTCOMES = [
     "Failed",
 ]
 
+_VAULT_PARAM = {
+    "name": "vault",
+    "in": "query",
+    "description": "Which configured vault (KEY_VAULT_URL, KEY_VAULT_URLS): its name (the host's first label), "
+    "host or URL. Absent or empty: the first configured vault. An unknown vault is a 400 with target `vault`.",
+    "schema": {"type": "string", "pattern": "^((https://)?[0-9a-zA-Z.:-]{1,300}/?)?$"},
+}
+
 _NAME_PARAM = {
     "name": "name",
     "in": "path",
@@ -306,8 +314,9 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "description": "What the next rotation and cleanup would do, per managed secret, without reading "
             "any value; and the last real runs' summaries.",
-            "required": ["rotation", "cleanup", "lastRuns"],
+            "required": ["vault", "rotation", "cleanup", "lastRuns"],
             "properties": {
+                "vault": {"type": "string", "description": "The vault this plan is of."},
                 "rotation": {
                     "allOf": [
                         _ref("SweepSummary"),
@@ -359,6 +368,7 @@ def _paths() -> dict[str, Any]:
                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RESULTS},
                     },
                     {"name": "continuationToken", "in": "query", "schema": {"type": "string"}},
+                    _VAULT_PARAM,
                 ],
                 "responses": {
                     "200": _json(_ref("SecretList"), "A page of metadata."),
@@ -367,7 +377,7 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/api/secrets/{name}": {
-            "parameters": [_NAME_PARAM],
+            "parameters": [_NAME_PARAM, _VAULT_PARAM],
             "put": {
                 "operationId": "putSecret",
                 "summary": "Create a secret or add a version; identical repeats create nothing.",
@@ -410,7 +420,7 @@ def _paths() -> dict[str, Any]:
             },
         },
         "/api/secrets/{name}/recover": {
-            "parameters": [_NAME_PARAM],
+            "parameters": [_NAME_PARAM, _VAULT_PARAM],
             "post": {
                 "operationId": "recoverSecret",
                 "summary": "Recover a deleted-but-recoverable secret.",
@@ -421,7 +431,7 @@ def _paths() -> dict[str, Any]:
             },
         },
         "/api/secrets/{name}/rotate": {
-            "parameters": [_NAME_PARAM],
+            "parameters": [_NAME_PARAM, _VAULT_PARAM],
             "post": {
                 "operationId": "rotateSecret",
                 "summary": "Rotate one secret now (a new generated version); ?dryRun=true only reports.",
@@ -437,7 +447,11 @@ def _paths() -> dict[str, Any]:
                 "operationId": "getRotationPlan",
                 "summary": "Rotation status of every managed secret (UpToDate, Due, Expired, "
                 "PendingRecovery, Disabled, Error, each with a reason), the cleanup plan, and the last runs.",
-                "responses": {"200": _json(_ref("RotationPlan"), "The plan."), **_errors(*_VAULT_ERRORS)},
+                "parameters": [_VAULT_PARAM],
+                "responses": {
+                    "200": _json(_ref("RotationPlan"), "The plan."),
+                    **_errors(400, *_VAULT_ERRORS),
+                },
             }
         },
         **status_paths(_errors(400, *_VAULT_ERRORS)),

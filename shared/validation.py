@@ -281,9 +281,8 @@ def vault_param(params: Mapping[str, str]) -> str | None:
     raw = params.get("vault")
     if raw is None or raw == "":
         return None
-    value = raw.strip()
-    if value.startswith("https://"):
-        value = value[len("https://") :].rstrip("/")
+    value = raw[len("https://") :] if raw.startswith("https://") else raw
+    value = value[:-1] if value.endswith("/") else value
     if not _VAULT_PARAM.fullmatch(value):
         raise InvalidRequest("vault must be a configured vault's name (e.g. my-vault) or URL.", field="vault")
     return value
