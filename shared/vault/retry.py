@@ -11,7 +11,6 @@ call by `shared.vault.calls`) bounds the whole of it, sleeps included.
 from __future__ import annotations
 
 import contextvars
-import email.utils
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,12 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
         try:
             seconds = float(raw) * scale
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(raw) if header == "retry-after" else None
+            import email.utils  # an HTTP date is rare; not worth its import at cold start
+
+            try:
+                parsed = email.utils.parsedate_to_datetime(raw) if header == "retry-after" else None
+            except (TypeError, ValueError):
+                parsed = None
             if parsed is None:
                 continue
             seconds = parsed.timestamp() - time.time()
