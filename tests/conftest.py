@@ -9,13 +9,13 @@ pytest_plugins = [
 ]
 
 
-import pytest  # noqa: E402
+from typing import Any  # noqa: E402
 
-from tests.fixtures.app import SecretValues  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _leak_guard(secret_values: SecretValues) -> SecretValues:
+def _leak_guard(secret_values: Any) -> Any:
     """Every test runs under the leak guard: no secret value it registered (tests.fixtures.app.SecretValues)
     may appear in any captured log record, at any level and from any logger (the Azure SDK's included),
     or in any response the test read through the in-process API."""
