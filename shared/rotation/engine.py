@@ -187,6 +187,16 @@ class RotationEngine:
     async def _decide_and_rotate(self, name: str, request: RotationRequest) -> RotationResult:
         now = self.now()
         history = await self.history(name)
+        for (
+            extra
+        ) in history.promoted_twice():  # exactly-once broke (a lease lost mid-rotation): say so loudly
+            _log.error(
+                "rotation of '%s': version %s was promoted over %s, which another promoted version already "
+                "superseded; Key Vault serves the newest, cleanup disables this one",
+                name,
+                extra.version,
+                extra.previous_version,
+            )
         latest = history.latest
         if latest is None:
             if request.force:

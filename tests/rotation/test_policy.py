@@ -10,8 +10,8 @@ import pytest
 from shared.cleanup import CleanupOutcome, plan_expired_delete, plan_purge, plan_revocations
 from shared.rotation.events import EXPIRED, NEAR_EXPIRY, EventError, parse_event
 from shared.rotation.policy import PolicyError, RotationPolicy, SecretStatus, assess, carried_tags
-from shared.vault.versions import SecretHistory, VersionInfo, format_time
 from shared.settings import Settings
+from shared.vault.versions import SecretHistory, VersionInfo, format_time
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(vault_url="https://vault.example")
@@ -259,3 +259,15 @@ def test_event_parsing_accepts_camel_case_numbers_and_id_only() -> None:
         parse_event(NEAR_EXPIRY, {"ObjectName": "x", "Version": "v", "EXP": "soon"})
     with pytest.raises(EventError, match="names no secret"):
         parse_event(NEAR_EXPIRY, {"VaultName": "kv"})
+
+
+def test_a_second_promoted_version_over_one_predecessor_is_found() -> None:
+    base = VersionInfo("s", "v1", created=NOW - timedelta(days=3))
+    tags = {"RotationPreviousVersion": "v1", "RotationOperationId": "op"}
+    first = VersionInfo("s", "v2", created=NOW - timedelta(days=2), tags=tags)
+    second = VersionInfo(
+        "s", "v3", created=NOW - timedelta(days=1), tags={**tags, "RotationOperationId": "op2"}
+    )
+    pending = VersionInfo("s", "v4", enabled=False, created=NOW, tags={**tags, "RotationState": "pending"})
+    assert SecretHistory.from_versions("s", [base, first]).promoted_twice() == []
+    assert SecretHistory.from_versions("s", [base, first, second, pending]).promoted_twice() == [first]
