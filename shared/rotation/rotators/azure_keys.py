@@ -241,6 +241,14 @@ class KeyPairRotator:
             recorded = pending.tags.get(TAG_FINGERPRINT, "")
             if recorded and same(fingerprint(keys[target]), recorded):
                 keys = await self.regenerate(rest, address, target, None)
+            elif not recorded:  # never regenerate without knowing whether it already happened
+                _log.warning(
+                    "%s: the pending version has no %s tag; storing key %s of %s without regenerating it",
+                    ctx.name,
+                    TAG_FINGERPRINT,
+                    target,
+                    address.resource_id,
+                )
             else:
                 _log.info(
                     "%s: key %s of %s already regenerated (a crash came after it); storing it",
