@@ -238,6 +238,12 @@ def start_vault_in_thread(config: VaultConfig) -> ThreadedVault:
             return
         ready.set()
         loop.run_forever()
+        # as asyncio.run does: requests still in flight (a test's 60 s latency fault) are cancelled, not
+        # left to be destroyed pending with the loop
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
