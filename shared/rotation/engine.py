@@ -493,9 +493,12 @@ class RotationEngine:
             )
         version = pending_info.version
         assert version is not None
+        tags = dict(pending_info.tags)
         async with audited("rotate-resume", name, caller=request.caller or request.trigger) as entry:
             entry.version = version
             entry.details = {"operationId": pending_info.operation_id, "trigger": request.trigger}
+            ctx: RotationContext | None = None
+            pending: PendingCredential | None = None
             if rotator.touches_target:
                 # A disabled version cannot be read: enable it (still tagged pending) to re-apply its value.
                 await self.calls.call(
@@ -512,15 +515,22 @@ class RotationEngine:
                     settings=self.settings,
                     read_secret=self._read_other,
                 )
-                pending = PendingCredential(value, {k: v for k, v in pending_info.tags.items()})
-                version, pending, _tags = await self._apply_and_test(
-                    rotator, ctx, pending, version, dict(pending_info.tags), history.find(previous)
+                stored = version
+                pending = PendingCredential(value, tags)
+                version, pending, tags = await self._apply_and_test(
+                    rotator, ctx, pending, version, tags, history.find(previous)
                 )
+                if version != stored:
+                    # The target made the value: the version resumed from was only its placeholder. Disable it
+                    # again (still tagged pending), so nothing but the promoted version is served.
+                    await self.calls.call(
+                        "UpdateSecret", self.client.update_secret_properties, name, stored, enabled=False
+                    )
                 entry.version = version
             result = await self._promote(
                 name,
                 version,
-                dict(pending_info.tags),
+                tags,
                 policy,
                 now,
                 pending_info.operation_id,
@@ -532,6 +542,8 @@ class RotationEngine:
             result.reason = f"resumed operation {pending_info.operation_id}; " + result.reason
             result.status = SecretStatus.PENDING_RECOVERY
             await self._step("promoted", name)
+            if ctx is not None and pending is not None:
+                await rotator.finish(ctx, pending)
             return result
 
     # ----------------------------------------------------------------- a whole vault

@@ -344,11 +344,6 @@ async def test_bad_tags_are_refused(
     assert arm.cloud.store.count("addPassword") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine gap: RotationEngine._resume promotes with the first pending version's tags, dropping the "
-    "CredentialId the target-made version carries (it should promote with the tags _apply_and_test returns)",
-)
 async def test_a_resumed_rotation_records_the_new_credential_id(
     kv_client: Any,
     arm: ArmSeeder,

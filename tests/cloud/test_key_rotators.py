@@ -378,12 +378,6 @@ async def test_bad_tags_are_refused_before_anything_is_written(
     assert arm.cloud.store.regenerations[resource.lower()] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine gap: RotationEngine._resume enables the first pending version to read it and leaves it "
-    "enabled and tagged pending after the target-made value was stored and promoted (its value is only a "
-    "placeholder); it should disable it again once the produced version is stored",
-)
 async def test_a_resumed_placeholder_version_ends_disabled(
     kv_client: Any, arm: ArmSeeder, cloud_engine: Any, vault_clock: Any, secret_values: Any
 ) -> None:
