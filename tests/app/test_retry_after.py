@@ -14,7 +14,10 @@ from shared.vault.retry import RETRY_AFTER_CAP_SECONDS, retry_after_seconds
     ("headers", "expected"),
     [
         ({"Retry-After": "3"}, 3.0),
-        ({"retry-after-ms": "1500", "Retry-After": "9"}, 1.5),  # the finer hint wins (the two parsers disagreed)
+        (
+            {"retry-after-ms": "1500", "Retry-After": "9"},
+            1.5,
+        ),  # the finer hint wins (the two parsers disagreed)
         ({"x-ms-retry-after-ms": "250"}, 0.25),
         ({"Retry-After": "-4"}, 0.0),
         ({"Retry-After": "86400"}, RETRY_AFTER_CAP_SECONDS),
