@@ -126,4 +126,6 @@ def test_auto_holds_the_lease_on_azurites_development_storage_too() -> None:
     dev = load_settings({**VAULT, "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     assert dev.rotation_lock == "auto" and dev.cross_instance_lock
     assert not load_settings(VAULT).cross_instance_lock  # no storage at all: in-process only (and it says so)
-    assert not load_settings({**VAULT, "ROTATION_LOCK": "off", "AzureWebJobsStorage": "x"}).cross_instance_lock
+    assert not load_settings(
+        {**VAULT, "ROTATION_LOCK": "off", "AzureWebJobsStorage": "x"}
+    ).cross_instance_lock

@@ -214,6 +214,8 @@ async def test_every_engine_of_the_process_draws_on_one_vault_budget(kv_client: 
 
     sweep, on_demand = await default_engine(), await default_engine()
     assert sweep.calls is not on_demand.calls  # each run still counts its own transactions
-    creates, transactions = process_limiters(sweep.settings.vault_url)  # what every sweep's (rotation and cleanup) calls draw on too
+    creates, transactions = process_limiters(
+        sweep.settings.vault_url
+    )  # what every sweep's (rotation and cleanup) calls draw on too
     assert sweep.calls._creates is on_demand.calls._creates is creates
     assert sweep.calls._transactions is on_demand.calls._transactions is transactions

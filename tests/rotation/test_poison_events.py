@@ -46,17 +46,20 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
-_event_data = st.fixed_dictionaries(
-    {},
-    optional={
-        "ObjectName": st.text(max_size=12) | _json,
-        "Version": st.text(max_size=8) | _json,
-        "ObjectType": st.sampled_from(["Secret", "Key", "Certificate"]) | _json,
-        "NBF": _json | st.floats(),
-        "EXP": _json | st.floats(),
-        "Id": st.text(max_size=40) | _json,
-    },
-) | _json
+_event_data = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "ObjectName": st.text(max_size=12) | _json,
+            "Version": st.text(max_size=8) | _json,
+            "ObjectType": st.sampled_from(["Secret", "Key", "Certificate"]) | _json,
+            "NBF": _json | st.floats(),
+            "EXP": _json | st.floats(),
+            "Id": st.text(max_size=40) | _json,
+        },
+    )
+    | _json
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -77,7 +80,11 @@ def test_parsing_any_event_body_either_succeeds_or_says_why(event_type: str, dat
 
 async def test_handle_acknowledges_poison_events_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="shared.rotation.events")
-    for data in ({"ObjectName": "db", "Version": "v1", "EXP": 1e20}, DEEP, {"ObjectName": "x\ny", "Version": "1"}):
+    for data in (
+        {"ObjectName": "db", "Version": "v1", "EXP": 1e20},
+        DEEP,
+        {"ObjectName": "x\ny", "Version": "1"},
+    ):
         await handle(NEAR_EXPIRY, data, event_id="poison")  # returns: Event Grid gets its 200 and stops
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 3 and all("ignoring event poison" in r.getMessage() for r in warnings)
