@@ -20,6 +20,7 @@ from .errors import ConfigurationError
 
 CredentialKind = Literal["managed_identity", "default"]
 RotationLock = Literal["auto", "blob", "off"]
+SweepMode = Literal["inline", "queue"]
 
 _log = logging.getLogger(__name__)
 
@@ -76,6 +77,14 @@ class Settings:
     # Where the rotators of Azure keys and Entra app secrets reach Resource Manager and Microsoft Graph.
     resource_manager_url: str = "https://management.azure.com"
     graph_url: str = "https://graph.microsoft.com"
+    # Fan-out (shared.fanout): sweeps inline in the timer, or as scan/rotate/cleanup messages on queues.
+    sweep_mode: SweepMode = "inline"
+    scan_queue: str = "kv-scan"
+    rotate_queue: str = "kv-rotate"
+    cleanup_queue: str = "kv-cleanup"
+    events_queue: str = "kv-events"
+    fanout_creates_per_second: float = 20.0
+    storage_queue_uri: str | None = None
 
     @property
     def lock_storage_configured(self) -> bool:
@@ -400,6 +409,55 @@ SETTINGS: tuple[Setting, ...] = (
         "text",
         _D.graph_url,
         "Microsoft Graph for the Entra app secret rotator; the local control plane's URL in local runs.",
+    ),
+    Setting(
+        "SWEEP_MODE",
+        "sweep_mode",
+        "choice",
+        _D.sweep_mode,
+        "`inline` = each timer sweeps every vault itself; `queue` = the timer enqueues one scan message per "
+        "vault and queue functions list, rotate and clean up (scales out; see Scale out).",
+        choices=("inline", "queue"),
+    ),
+    Setting(
+        "FANOUT_SCAN_QUEUE", "scan_queue", "text", _D.scan_queue, "Queue of scan messages (one page each)."
+    ),
+    Setting(
+        "FANOUT_ROTATE_QUEUE",
+        "rotate_queue",
+        "text",
+        _D.rotate_queue,
+        "Queue of rotate messages (one secret each).",
+    ),
+    Setting(
+        "FANOUT_CLEANUP_QUEUE",
+        "cleanup_queue",
+        "text",
+        _D.cleanup_queue,
+        "Queue of cleanup messages (one secret each).",
+    ),
+    Setting(
+        "FANOUT_EVENTS_QUEUE",
+        "events_queue",
+        "text",
+        _D.events_queue,
+        "Queue an Event Grid subscription delivers Key Vault events to (StorageQueue endpoint).",
+    ),
+    Setting(
+        "FANOUT_CREATES_PER_SECOND",
+        "fanout_creates_per_second",
+        "number",
+        _D.fanout_creates_per_second,
+        "Rotations a scan schedules per second per vault (visibility delays); Key Vault allows 30 creates/s.",
+        minimum=1,
+        maximum=30,
+    ),
+    Setting(
+        "AzureWebJobsStorage__queueServiceUri",
+        "storage_queue_uri",
+        "text",
+        None,
+        "Identity-based queue endpoint of `AzureWebJobsStorage` (the fan-out queues), with `__credential`.",
     ),
 )
 
