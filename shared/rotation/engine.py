@@ -83,6 +83,8 @@ class RotationRequest:
     dry_run: bool = False
     expected_version: str | None = None
     caller: str | None = None
+    # A deterministic id (a queue message's, shared.fanout) tags the new version instead of a random one.
+    operation_id: str | None = None
 
 
 class RotationEngine:
@@ -358,7 +360,7 @@ class RotationEngine:
         name = history.name
         policy = assessment.policy
         assert policy is not None
-        operation_id = uuid.uuid4().hex
+        operation_id = request.operation_id or uuid.uuid4().hex
         ctx = RotationContext(
             name,
             policy,

@@ -71,6 +71,46 @@ async def pages(
             await asyncio.gather(pending, return_exceptions=True)
 
 
+async def one_page(
+    calls: VaultCalls,
+    operation: str,
+    list_call: Callable[..., Any],
+    *args: Any,
+    vault_url: str,
+    continuation_token: str | None = None,
+) -> tuple[list[Any], str | None]:
+    """One page (one transaction, no read-ahead) from `continuation_token` (None: the first page), and the
+    token of the next page (None: the last). A token on another host than the vault's is refused."""
+    for link in (continuation_token, None):
+        if not _same_host(link, vault_url):
+            raise VaultRejectedRequest(
+                f"The continuation token of {operation} points at another host "
+                f"({urlsplit(str(link)).hostname}); refusing to send the vault's token there."
+            )
+    options = await calls.admit()
+    iterator = list_call(*args, max_page_size=PAGE_SIZE, **options).by_page(
+        continuation_token=continuation_token
+    )
+    token = current_counters.set(calls)
+    try:
+        remaining = calls.deadline.remaining() if calls.deadline is not None else None
+        async with asyncio.timeout(remaining):
+            try:
+                page = await iterator.__anext__()
+                items = [item async for item in page]
+            except StopAsyncIteration:
+                return [], None
+    finally:
+        current_counters.reset(token)
+    next_link = getattr(iterator, "continuation_token", None) or None
+    if not _same_host(next_link, vault_url):
+        raise VaultRejectedRequest(
+            f"Key Vault's {operation} answered a nextLink on another host "
+            f"({urlsplit(str(next_link)).hostname}); refusing to send the vault's token there."
+        )
+    return items, next_link
+
+
 async def read_history(calls: VaultCalls, client: Any, name: str) -> SecretHistory:
     """All versions' properties (never values), 25 per page; empty when the secret does not exist."""
     from azure.core.exceptions import ResourceNotFoundError
