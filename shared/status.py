@@ -78,6 +78,7 @@ class SecretState:
     status: str
     reason: str
     enabled: bool
+    vault: str = ""
     version: str | None = None
     rotation_type: str | None = None
     expires_on: datetime | None = None
@@ -108,6 +109,7 @@ class SecretState:
 
         return {
             "name": self.name,
+            "vault": self.vault,
             "managed": self.managed,
             "status": self.status,
             "reason": self.reason,
@@ -139,6 +141,10 @@ class StatusReport:
     totals: dict[str, Any]
     listing_complete: bool = True
     last_runs: dict[str, Any] = field(default_factory=dict)
+    listed: list[SecretState] = field(default_factory=list, repr=False)  # every row, before the filters
+
+    def __post_init__(self) -> None:
+        self.totals["shown"] = len(self.secrets)
 
     def to_dict(self) -> dict[str, Any]:
         f = self.filters
@@ -233,6 +239,7 @@ async def collect_status(
     filters = filters or StatusFilters()
     calls = calls or VaultCalls(limiters=process_limiters())
     now = now or datetime.now(UTC)
+    vault = telemetry._vault_of(settings)
     rows: list[SecretState] = []
     histories: list[tuple[SecretState, Any]] = []
     async for page in pages(
@@ -244,6 +251,7 @@ async def collect_status(
                 continue
             assessment = assess(info, now, settings)
             row = row_for(info, assessment, now, settings)
+            row.vault = vault
             rows.append(row)
             revoke_after = info.revoke_after
             if assessment is not None and info.previous_version and revoke_after and revoke_after <= now:
@@ -263,19 +271,36 @@ async def collect_status(
                 if row.name == error.get("name") and not row.last_error:
                     row.failed = True
                     row.last_error = f"{error.get('code', 'Error')}: {error.get('reason', '')}"
-    shown = sorted(
-        (r for r in rows if _matches(r, filters)),
+    return StatusReport(
+        vault=vault,
+        generated_at=now,
+        filters=filters,
+        secrets=_sorted([r for r in rows if _matches(r, filters)]),
+        totals=_totals(rows),
+        last_runs=last_summaries(),
+        listed=rows,
+    )
+
+
+def _sorted(rows: list[SecretState]) -> list[SecretState]:
+    """Soonest expiry first; no expiry last."""
+    return sorted(
+        rows,
         key=lambda r: (
             r.days_to_expiry is None,
             r.days_to_expiry if r.days_to_expiry is not None else 0,
             r.name,
         ),
     )
+
+
+def _totals(rows: list[SecretState]) -> dict[str, Any]:
+    from . import telemetry
+
     managed = [r for r in rows if r.managed]
-    totals: dict[str, Any] = {
+    return {
         "listed": len(rows),
         "managed": len(managed),
-        "shown": len(shown),
         "statuses": dict(Counter(r.status for r in rows)),
         "windows": {w: sum(1 for r in managed if r.window == w) for w in telemetry.WINDOWS},
         "pending": sum(1 for r in rows if r.pending),
@@ -283,13 +308,22 @@ async def collect_status(
         "cleanupDue": sum(1 for r in rows if r.cleanup_due),
         "attention": sum(1 for r in rows if r.attention),
     }
+
+
+def merge_reports(reports: list[StatusReport]) -> StatusReport:
+    """One report over several vaults (KEY_VAULT_URLS): every vault's rows, totals over all of them."""
+    if len(reports) == 1:
+        return reports[0]
+    listed = [r for report in reports for r in report.listed]
     return StatusReport(
-        vault=telemetry._vault_of(settings),
-        generated_at=now,
-        filters=filters,
-        secrets=shown,
-        totals=totals,
-        last_runs=last_summaries(),
+        vault=", ".join(r.vault for r in reports),
+        generated_at=min(r.generated_at for r in reports),
+        filters=reports[0].filters,
+        secrets=_sorted([r for report in reports for r in report.secrets]),
+        totals=_totals(listed),
+        listing_complete=all(r.listing_complete for r in reports),
+        last_runs=reports[0].last_runs,
+        listed=listed,
     )
 
 

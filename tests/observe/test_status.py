@@ -227,3 +227,26 @@ def test_the_page_escapes_what_it_shows() -> None:
     html = render_html(report)
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html and "<kv>" not in html
     assert '"><script>' not in html
+
+
+async def test_several_vaults_merge_into_one_report_and_an_unknown_vault_is_a_400(
+    app_env: Any, api: Any, kv_client: Any, vault_clock: Any, secret_values: Any
+) -> None:
+    from shared.settings import get_settings
+    from shared.status import merge_reports
+
+    now = vault_clock.now()
+    await seed_vault(kv_client, now, secret_values)
+    one = await collect_status(kv_client, get_settings(), now=now)
+    two = await collect_status(kv_client, get_settings(), StatusFilters(state="pending"), now=now)
+    for row in two.listed:
+        row.vault = "second"
+    two.vault = "second"
+    merged = merge_reports([one, two])
+    assert merged.vault == "localhost, second" and merged.totals["listed"] == 2 * one.totals["listed"]
+    assert merged.totals["shown"] == len(one.secrets) + 1 == len(merged.secrets)
+    assert {r.vault for r in merged.secrets if r.name == "st-pending"} == {"localhost", "second"}
+    assert "vault second" in render_html(merged.to_dict())
+
+    response = await api.call(status_page, "GET", "/api/status", params={"vault": "nowhere"})
+    assert response.status == 400 and response.error["target"] == "vault"
