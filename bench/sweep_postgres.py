@@ -83,10 +83,10 @@ async def floor_sweep(client: Any, server: Any, passwords: dict[str, str], concu
     import psycopg
     from psycopg import sql
 
+    from shared.rotation.policy import carried_tags
     from shared.rotation.rotators._database import generate_password
 
     semaphore = asyncio.Semaphore(concurrency)
-    names = [p.name async for p in client.list_properties_of_secrets(max_page_size=25)]
 
     async def one(name: str) -> None:
         user = name.replace("-", "_")
@@ -94,9 +94,8 @@ async def floor_sweep(client: Any, server: Any, passwords: dict[str, str], concu
             versions = [v async for v in client.list_properties_of_secret_versions(name)]
             latest = max(versions, key=lambda v: v.created_on)
             new = generate_password(32, "unreserved", user)
-            stored = await client.set_secret(
-                name, new, enabled=False, tags=latest.tags, expires_on=due_soon()
-            )
+            tags = carried_tags(latest.tags)  # the engine's bookkeeping of older versions is not copied
+            stored = await client.set_secret(name, new, enabled=False, tags=tags, expires_on=due_soon())
             try:  # the probe: the pending password does not log in yet
                 await psycopg.AsyncConnection.connect(server.conninfo(user, new))
                 raise AssertionError("the pending password logged in before it was set")
@@ -118,7 +117,11 @@ async def floor_sweep(client: Any, server: Any, passwords: dict[str, str], concu
             )
             passwords[user] = new
 
-    await asyncio.gather(*(one(n) for n in names))
+    # Rotations start as pages arrive, as the engine's sweep does.
+    tasks = [
+        asyncio.create_task(one(p.name)) async for p in client.list_properties_of_secrets(max_page_size=25)
+    ]
+    await asyncio.gather(*tasks)
 
 
 async def engine_sweep(client: Any, concurrency: int) -> Any:
