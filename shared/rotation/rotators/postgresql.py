@@ -8,7 +8,8 @@ system store), with no plaintext retry.
 
 Privileges. single: none (any role may change its own password). alternating: the admin secret's role needs
 CREATEROLE, and on PostgreSQL 16+ ADMIN OPTION on each user it changes (`GRANT app TO rotator WITH ADMIN
-OPTION`); roles it creates itself (the clone) it administers automatically. Never use the server admin.
+OPTION, INHERIT FALSE, SET FALSE`: manage, not act as), also on the base role to create its clone; the clone it
+creates it administers automatically. Never use the server admin.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def _statement_error(exc: Exception, action: str, privilege_hint: str) -> Except
     import psycopg
 
     sqlstate = getattr(exc, "sqlstate", None) or ""
-    message = str(getattr(getattr(exc, "diag", None), "message_primary", None) or exc).strip()[:300]
+    diag = getattr(exc, "diag", None)
+    message = str(getattr(diag, "message_primary", None) or exc).strip()
+    detail = getattr(diag, "message_detail", None)
+    message = (f"{message} ({detail.strip()})" if detail else message)[:400]
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return TargetRefused(f"{action}: {message}; {privilege_hint}")
     if sqlstate in ("22023", "28P01"):  # passwordcheck, credcheck and friends
@@ -84,7 +88,8 @@ def _statement_error(exc: Exception, action: str, privilege_hint: str) -> Except
 def _admin_hint(admin: str, user: str) -> str:
     return (
         f"grant the rotator what it needs: ALTER ROLE {admin} CREATEROLE, and on PostgreSQL 16 or later "
-        f"GRANT {user} TO {admin} WITH ADMIN OPTION"
+        f"GRANT {user} TO {admin} WITH ADMIN OPTION, INHERIT FALSE, SET FALSE (it may then manage {user} "
+        "without acting as it)"
     )
 
 
