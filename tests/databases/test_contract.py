@@ -126,3 +126,18 @@ def test_importing_the_app_loads_no_database_driver() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_server_message_never_carries_the_password() -> None:
+    import pymysql
+
+    from shared.rotation.rotators.mysql import _statement_error
+
+    secret = "Aa9-._~Bb8-._~Cc7"
+    parse = pymysql.err.ProgrammingError(
+        1064, f"You have an error in your SQL syntax near 'PASSWORD('{secret}')'"
+    )
+    other = pymysql.err.OperationalError(1105, f"something about '{secret}'")
+    for exc in (parse, other):
+        error = _statement_error(exc, "setting the password", "", secret)
+        assert secret not in str(error) and secret not in getattr(error, "message", "")

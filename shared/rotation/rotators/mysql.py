@@ -102,15 +102,25 @@ def _connect_error(exc: BaseException, target: DbTarget, user: str) -> Exception
     )
 
 
-def _statement_error(exc: BaseException, action: str, privilege_hint: str) -> Exception:
+ER_PARSE_ERROR = 1064
+
+
+def _statement_error(
+    exc: BaseException, action: str, privilege_hint: str, password: str | None = None
+) -> Exception:
+    """The mapped error; its text never carries the password (a parse error quotes the statement, so its
+    server text is dropped, and any other text is scrubbed of the value)."""
     number = _errno(exc)
+    text = "the server could not parse the statement" if number == ER_PARSE_ERROR else _message(exc)
+    if password:
+        text = text.replace(password, "***")
     if number == ER_NOT_VALID_PASSWORD:
-        return PolicyRejected(_message(exc))
+        return PolicyRejected(text)
     if number in _DENIED:
-        return TargetRefused(f"{action}: {_message(exc)}; {privilege_hint}")
+        return TargetRefused(f"{action}: {text}; {privilege_hint}")
     if number in _TRANSIENT or number >= 2000:  # client-side errors: lost connection, timeouts
-        return TargetUnavailable(f"{action}: {_message(exc)}; the next run retries")
-    return TargetRefused(f"{action}: {_message(exc)} (error {number})")
+        return TargetUnavailable(f"{action}: {text}; the next run retries")
+    return TargetRefused(f"{action}: {text} (error {number})")
 
 
 def _grantee(user: str, host: str) -> str:
@@ -216,7 +226,7 @@ class MySqlDriver:
             await self._run(work)
         except pymysql.err.Error as exc:
             raise _statement_error(
-                exc, f"{user} could not change its own password", "check the account"
+                exc, f"{user} could not change its own password", "check the account", password
             ) from None
 
     async def set_password(
@@ -250,7 +260,7 @@ class MySqlDriver:
                     "CredentialId/AlternateUser/DbUserHost"
                 ) from None
             raise _statement_error(
-                exc, f"{admin} could not set the password of '{user}'@'{host}'", hint
+                exc, f"{admin} could not set the password of '{user}'@'{host}'", hint, password
             ) from None
 
     @staticmethod
