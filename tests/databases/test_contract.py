@@ -141,3 +141,14 @@ def test_a_server_message_never_carries_the_password() -> None:
     for exc in (parse, other):
         error = _statement_error(exc, "setting the password", "", secret)
         assert secret not in str(error) and secret not in getattr(error, "message", "")
+
+
+async def test_mysql_8_names_are_held_to_32_characters_once_the_flavour_is_known() -> None:
+    """No MySQL 8 server here: the flavour's limit is checked on the session the driver builds after login."""
+    from shared.rotation.rotators.mysql import MySqlDriver, MySqlSession
+
+    driver = MySqlDriver()
+    await driver.check_user_names(MySqlSession(None, mariadb=False, user="rot"), ["u" * 32])
+    with pytest.raises(PolicyError, match="33 characters; the server's limit is 32"):
+        await driver.check_user_names(MySqlSession(None, mariadb=False, user="rot"), ["u" * 33])
+    await driver.check_user_names(MySqlSession(None, mariadb=True, user="rot"), ["u" * 128])
