@@ -426,3 +426,30 @@ async def test_describe_names_the_user_and_checks_reachability_without_writing(
     assert down is not None
     report = await pg_rotator.describe(ctx.__class__(**{**ctx.__dict__, "policy": down}))
     assert report["targetReachable"] is False and "cannot reach PostgreSQL" in report["problems"][0]
+
+
+async def test_a_crash_after_the_regenerated_value_was_stored_but_before_it_was_applied_converges(
+    kv_client: Any, db_engine: Any, vault_clock: Any, pg: PgAdmin, pg_rotator: Any
+) -> None:
+    """The regenerated value reaches the vault (`produced_stored`) before the server: a crash there leaves the
+    server on the old password, and the next run applies the stored value."""
+
+    class Crash(Exception):
+        pass
+
+    async def crash(at: str, secret: str) -> None:
+        if at == "produced_stored":
+            raise Crash(at)
+
+    user, old = unique("regen"), strong_password()
+    pg.create_user(user, old)
+    name = user.replace("_", "-")
+    await kv_client.set_secret(name, old, tags=single_tags(pg, user))
+    pg_rotator.draw = Draws(user)  # refused by passwordcheck
+    with pytest.raises(Crash):
+        await rotate_now(db_engine(hook=crash), name, vault_clock)
+    assert pg.logs_in(user, old)  # nothing applied yet
+    rerun = await rotate_now(db_engine(), name, vault_clock)
+    assert rerun.outcome == "Resumed", rerun.reason
+    new = await current_value(kv_client, name)
+    assert new == pg_rotator.draw.values[1] and pg.logs_in(user, new) and not pg.logs_in(user, old)
