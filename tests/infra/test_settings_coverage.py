@@ -95,9 +95,17 @@ def test_the_check_reports_a_missing_setting_by_name() -> None:
     declared, _ = bicep.declared_settings()
     new = [bicep.Declared("EXAMPLE_NEW_SETTING", 42, False, "shared/settings.py")]
     required = [bicep.Declared("EXAMPLE_REQUIRED", None, True, "shared/settings.py")]
-    (line,) = coverage_problems([*declared, *new], app_settings(), bicep.left_to_default())
+    (line,) = [
+        line
+        for line in coverage_problems([*declared, *new], app_settings(), bicep.left_to_default())
+        if "EXAMPLE_" in line
+    ]
     assert "EXAMPLE_NEW_SETTING: '42'" in line and WHERE in line and DEFAULTS_FILE in line
-    (line,) = coverage_problems([*declared, *required], app_settings(), bicep.left_to_default())
+    (line,) = [
+        line
+        for line in coverage_problems([*declared, *required], app_settings(), bicep.left_to_default())
+        if "EXAMPLE_" in line
+    ]
     assert "required" in line and WHERE in line and DEFAULTS_FILE not in line
 
 
