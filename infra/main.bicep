@@ -56,6 +56,13 @@ param secretsNamePrefix string = ''
 @description('CLEANUP_ALLOW_PURGE. The created vault has purge protection, so a purge there is refused and cleanup reports PurgeProtected.')
 param cleanupAllowPurge bool = false
 
+@description('SWEEP_MODE: inline = each timer sweeps every vault itself; queue = the timer enqueues one scan message per vault and the queue functions fan the work out over instances (the queues below).')
+@allowed([
+  'inline'
+  'queue'
+])
+param sweepMode string = 'inline'
+
 @description('Upper bound of instances per function scale group. Each instance has its own Key Vault limiter, so this also bounds the load on a vault.')
 @minValue(1)
 @maxValue(1000)
@@ -266,6 +273,7 @@ module app 'modules/function-app.bicep' = {
     cleanupSchedule: cleanupSchedule
     secretsNamePrefix: secretsNamePrefix
     cleanupAllowPurge: cleanupAllowPurge
+    sweepMode: sweepMode
     queuesUsed: !empty(queueNames)
     extraAppSettings: extraAppSettings
   }

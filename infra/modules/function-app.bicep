@@ -24,6 +24,7 @@ param rotationSchedule string
 param cleanupSchedule string
 param secretsNamePrefix string = ''
 param cleanupAllowPurge bool = false
+param sweepMode string = 'inline'
 param queuesUsed bool = true
 param extraAppSettings object = {}
 
@@ -62,6 +63,7 @@ var appReadSettings = {
   CLEANUP_SCHEDULE: cleanupSchedule
   SECRETS_NAME_PREFIX: secretsNamePrefix
   CLEANUP_ALLOW_PURGE: cleanupAllowPurge ? 'true' : 'false'
+  SWEEP_MODE: sweepMode
   // Rotations hold a blob lease per secret name in AzureWebJobsStorage: across Flex instances, always.
   ROTATION_LOCK: 'blob'
   // The key rotators' Resource Manager endpoint, right in every cloud (the app's default is the public one).
