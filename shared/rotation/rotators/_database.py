@@ -14,6 +14,7 @@ message names the fix); the password policy refusing the value → `PolicyReject
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -401,6 +402,37 @@ class Driver(Protocol):
     async def verify(self, session: Any, target: DbTarget, user: str, *, clone_of: str | None) -> None: ...
 
 
+class _Prefetch:
+    """The current value (and, alternating, the admin secret) read from the vault in the background."""
+
+    def __init__(self, ctx: RotationContext, target: DbTarget) -> None:
+        self.current: asyncio.Future[str] = asyncio.ensure_future(ctx.read_value(None))
+        self.admin: asyncio.Future[str] | None = None
+        self.admin_name = target.admin_secret
+        if target.alternating and target.admin_secret and ctx.read_secret is not None:
+            self.admin = asyncio.ensure_future(ctx.read_secret(target.admin_secret))
+
+    def context(self, ctx: RotationContext) -> RotationContext:
+        read_value, read_secret = ctx.read_value, ctx.read_secret
+
+        async def value(version: str | None = None) -> str:
+            return await self.current if version is None else await read_value(version)
+
+        async def secret(name: str) -> str:
+            if self.admin is not None and name == self.admin_name:
+                return await self.admin
+            assert read_secret is not None
+            return await read_secret(name)
+
+        return dataclasses.replace(ctx, read_value=value, read_secret=secret if read_secret else None)
+
+    async def drop(self) -> None:
+        tasks = [t for t in (self.current, self.admin) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # consumed: no "exception never retrieved"
+
+
 class DatabaseRotator:
     """single: the user changes its own password (no admin needed). alternating: the admin secret's user sets
     the other user's password (a pre-provisioned pair, or `<user>_clone` made on first use)."""
@@ -447,11 +479,28 @@ class DatabaseRotator:
         wanted = self._pending_credential(target, pending)
         # A value this process deferred before a crash is applied here now, not again by test.
         self._deferred.discard((ctx.name, ctx.operation_id, _fingerprint(pending.value)))
-        if await self._logs_in(target, ca, wanted):
-            _log.info(
-                "%s: the pending password of %s already logs in; nothing to apply", ctx.name, wanted.username
-            )
-            return None
+        # The vault reads the next steps need run while the probe logs in: they overlap, not add up.
+        prefetch = _Prefetch(ctx, target)
+        try:
+            if await self._logs_in(target, ca, wanted):
+                _log.info(
+                    "%s: the pending password of %s already logs in; nothing to apply",
+                    ctx.name,
+                    wanted.username,
+                )
+                return None
+            return await self._apply(prefetch.context(ctx), target, ca, wanted, pending)
+        finally:
+            await prefetch.drop()
+
+    async def _apply(
+        self,
+        ctx: RotationContext,
+        target: DbTarget,
+        ca: str | None,
+        wanted: DbCredential,
+        pending: PendingCredential,
+    ) -> PendingCredential | None:
         session, user_changes_itself, clone_of = await self._authority(ctx, target, ca, wanted)
         try:
             try:
