@@ -217,6 +217,16 @@ _SETTING_CONSTANT = re.compile(
     r"^\s*[A-Z_]*SETTING[A-Z_]*\s*(?::\s*\w+\s*)?=\s*\"([A-Za-z_][A-Za-z0-9_]*)\"", re.M
 )
 _BINDING_EXPRESSION = re.compile(r"\"%([A-Za-z_][A-Za-z0-9_]*)%\"")
+# Any function called with the environment first: _get(env, "NOTIFY_DIGEST"), _optional(environ, "X") ...
+_ENV_ARGUMENT = re.compile(r"\b\w+\(\s*(?:env|environ|os\.environ)\s*,\s*\"([A-Za-z_][A-Za-z0-9_]*)\"")
+# A whole string constant in UPPER_SNAKE_CASE is taken for a setting name (number("NOTIFY_EXPIRY_DAYS", ...)),
+# except these, which are not app settings:
+_UPPER_SNAKE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+NOT_SETTINGS = {
+    "CERTIFICATE_VERIFY_FAILED": "an OpenSSL error reason the rotators match",
+    "NEAR_EXPIRY": "a notification kind's Python name (shared/notifications/__all__)",
+    "ROTATION_FAILED": "a notification kind's Python name (shared/notifications/__all__)",
+}
 DEPLOYED_CODE = ("function_app.py", "shared", "blueprints")
 
 
@@ -253,7 +263,7 @@ def declared_settings() -> tuple[list[Declared], str]:
             )
     for path in _deployed_sources():
         text = path.read_text(encoding="utf-8")
-        patterns = [_ENV_READ, _SETTING_CONSTANT, _BINDING_EXPRESSION]
+        patterns = [_ENV_READ, _ENV_ARGUMENT, _SETTING_CONSTANT, _BINDING_EXPRESSION]
         if settings_module is None or not hasattr(settings_module, "SETTINGS"):
             patterns[:0] = [_READER_CALL, _SETTING_CALL]
         for pattern in patterns:
@@ -261,6 +271,9 @@ def declared_settings() -> tuple[list[Declared], str]:
                 name = next(group for group in match.groups() if group)
                 if name not in found:
                     found[name] = Declared(name, None, False, rel(path))
+        for constant in python_string_constants(path):
+            if _UPPER_SNAKE.fullmatch(constant) and constant not in NOT_SETTINGS and constant not in found:
+                found[constant] = Declared(constant, None, False, rel(path))
     return sorted(found.values(), key=lambda d: d.name), how + " + a scan of the deployed code"
 
 
