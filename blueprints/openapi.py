@@ -285,6 +285,11 @@ def _schemas() -> dict[str, Any]:
                 "expiresOn": {"type": "string", "format": "date-time"},
                 "revokePreviousAfter": {"type": "string", "format": "date-time"},
                 "errorCode": {"type": "string"},
+                "target": {
+                    "type": "object",
+                    "description": "Dry run of a rotator of an external target: which credential would change "
+                    "and whether the target and any admin secret log in (no writes).",
+                },
             },
         },
         "SweepSummary": {

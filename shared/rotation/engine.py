@@ -294,6 +294,7 @@ class RotationEngine:
                 expires_on=now + policy.validity,
                 revoke_previous_after=now + policy.overlap,
                 dry_run=True,
+                target=await self._describe(rotator, name, policy, latest, now),
             )
         return await self._rotate_now(history, latest, assessment, rotator, request, now)
 
@@ -308,6 +309,27 @@ class RotationEngine:
             return await self._read_value(name, version or default_version)
 
         return read
+
+    async def _describe(
+        self, rotator: Rotator, name: str, policy: RotationPolicy, latest: VersionInfo, now: datetime
+    ) -> dict[str, Any] | None:
+        """A dry run's view of the target (which credential would change, whether it is reachable), from
+        rotators that can tell (`describe`, no writes); None for the others."""
+        describe = getattr(rotator, "describe", None)
+        if describe is None:
+            return None
+        ctx = RotationContext(
+            name,
+            policy,
+            latest,
+            "dry-run",
+            now,
+            self._reader(name, latest.version),
+            settings=self.settings,
+            read_secret=self._read_other,
+        )
+        report: dict[str, Any] = await describe(ctx)
+        return report
 
     async def _read_other(self, other: str) -> str:
         """Another secret's current value (an AdminSecret): in scope like every name the app touches."""

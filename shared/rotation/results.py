@@ -44,6 +44,7 @@ class RotationResult:
     revoke_previous_after: datetime | None = None
     dry_run: bool = False
     error_code: str | None = None
+    target: dict[str, Any] | None = None  # a dry run's view of an external target (rotators with describe)
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -61,6 +62,7 @@ class RotationResult:
             "expiresOn": format_optional(self.expires_on),
             "revokePreviousAfter": format_optional(self.revoke_previous_after),
             "errorCode": self.error_code,
+            "target": self.target,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return body

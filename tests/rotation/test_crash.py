@@ -126,3 +126,34 @@ async def test_cancelled_sweeps_converge(kv_client: Any, make_engine: Any, vault
     assert final.errors == []
     for secret in seeded:
         await assert_converged(kv_client, secret.name, secret.properties.version)
+
+
+class DescribingTarget(InMemoryTarget):
+    rotation_type = "described-target"
+
+    async def describe(self, ctx: RotationContext) -> dict[str, Any]:
+        return {
+            "userToChange": ctx.policy.options.get("CredentialId"),
+            "currentLogsIn": True,
+            "writes": False,
+        }
+
+
+register_rotator(DescribingTarget())
+
+
+async def test_a_dry_run_reports_what_the_target_rotator_describes(
+    kv_client: Any, make_engine: Any, vault_control: Any
+) -> None:
+    from shared.rotation.engine import RotationRequest
+
+    tags = {"ValidityPeriodDays": "60", "RotationType": "described-target", "CredentialId": "app"}
+    await seed(kv_client, [dict(name="described", value="v", tags=tags)])
+    before = vault_control.stats()["operations"]
+    result = await make_engine().rotate(
+        "described", RotationRequest(trigger="http", force=True, dry_run=True)
+    )
+    assert result.to_dict()["target"] == {"userToChange": "app", "currentLogsIn": True, "writes": False}
+    after = vault_control.stats()["operations"]
+    assert after.get("SetSecret", 0) == before.get("SetSecret", 0)
+    assert after.get("UpdateSecret", 0) == before.get("UpdateSecret", 0)
