@@ -155,9 +155,9 @@ async def test_throttled_patch_without_retry_after_is_retried_by_azure_core(
             for i in range(count)
         ],
     )
-    vault_control.set_faults("UpdateSecret", 429, rate=0.2, retry_after=None)
-    vault_control.set_faults("SetSecret", 429, rate=0.2, retry_after=0.05)
-    summary = await make_engine().sweep()  # 0.2**5 per call: exhausting the 4 retries is a 1-in-3000 event
+    vault_control.set_faults("UpdateSecret", 429, rate=0.1, retry_after=None)
+    vault_control.set_faults("SetSecret", 429, rate=0.1, retry_after=0.05)
+    summary = await make_engine().sweep()  # 0.1**5 per call: exhausting the 4 retries is a 1-in-100,000 event
     vault_control.clear_faults()
     assert summary.outcomes == {"Rotated": count}, summary.errors
     assert summary.throttled > 0 and vault_control.stats()["statuses"].get("429", 0) > 0
