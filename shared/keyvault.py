@@ -49,7 +49,7 @@ def build_client(settings: Settings, credential: AsyncTokenCredential) -> Secret
 
     from .vault.retry import build_request_counter, build_retry_policy
 
-    quiet_sdk_loggers()
+    quiet_sdk_loggers(settings.sdk_log_level)
     kwargs: dict[str, object] = {
         "verify_challenge_resource": settings.verify_challenge_resource,
         # the one retry layer (shared.vault.retry): every method, at most retry_total + 1 requests per call
@@ -71,13 +71,10 @@ def build_client(settings: Settings, credential: AsyncTokenCredential) -> Secret
 SDK_LOGGERS = ("azure.core", "azure.identity", "azure.keyvault", "azure.storage", "azure.monitor")
 
 
-def quiet_sdk_loggers() -> None:
-    """Azure SDK loggers at WARNING unless the operator chose a level (AZURE_SDK_LOG_LEVEL=INFO, DEBUG)."""
-    import os
-
-    level = (os.environ.get("AZURE_SDK_LOG_LEVEL") or "WARNING").strip().upper()
+def quiet_sdk_loggers(level: str) -> None:
+    """Azure SDK loggers at AZURE_SDK_LOG_LEVEL (WARNING unless the operator chose info or debug)."""
     for name in SDK_LOGGERS:
-        logging.getLogger(name).setLevel(level if level in logging.getLevelNamesMapping() else "WARNING")
+        logging.getLogger(name).setLevel(level.upper())
 
 
 def environment_proxies(url: str) -> dict[str, str] | None:

@@ -76,6 +76,10 @@ class Settings:
     storage_client_id: str | None = None
     # Where the rotators of Azure keys and Entra app secrets reach Resource Manager and Microsoft Graph.
     resource_manager_url: str = "https://management.azure.com"
+    # CA bundle for database rotators' verify-full TLS (None: the system store).
+    db_ca_bundle: str | None = None
+    # Level of the Azure SDK's loggers (the app sets them itself; see shared.keyvault.quiet_sdk_loggers).
+    sdk_log_level: str = "warning"
     graph_url: str = "https://graph.microsoft.com"
     # Fan-out (shared.fanout): sweeps inline in the timer, or as scan/rotate/cleanup messages on queues.
     sweep_mode: SweepMode = "inline"
@@ -394,6 +398,23 @@ SETTINGS: tuple[Setting, ...] = (
         "text",
         None,
         "The identity of identity-based storage; unset = `AZURE_CLIENT_ID`, like the Functions host.",
+    ),
+    Setting(
+        "DB_CA_BUNDLE",
+        "db_ca_bundle",
+        "text",
+        None,
+        "CA file the database rotators trust for `DbTls=verify-full` (e.g. the Azure Database root CAs); unset "
+        "= the system store.",
+    ),
+    Setting(
+        "AZURE_SDK_LOG_LEVEL",
+        "sdk_log_level",
+        "choice",
+        _D.sdk_log_level,
+        "Level of the Azure SDK's Python loggers, which the app sets itself (host.json does not reach them): "
+        "`warning`, `info` or `debug`.",
+        choices=("warning", "info", "debug"),
     ),
     Setting(
         "AZURE_RESOURCE_MANAGER_URL",

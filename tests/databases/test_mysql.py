@@ -183,8 +183,9 @@ async def test_wrong_ca_is_terminal(
     tmp_path: Any,
 ) -> None:
     from localdev.vault.tls import ensure_certificates
+    from tests.fixtures.databases import use_db_ca
 
-    monkeypatch.setenv("DB_CA_BUNDLE", str(ensure_certificates(tmp_path).ca_cert))
+    use_db_ca(monkeypatch, ensure_certificates(tmp_path).ca_cert)
     user, old = unique("tls"), strong_password()
     maria.create_user(user, old)
     name = user.replace("_", "-")

@@ -273,7 +273,7 @@ def parse_target(policy: RotationPolicy, kind: str, name_limit: int, unit: str) 
 def ca_bundle(ctx: RotationContext) -> str | None:
     """DB_CA_BUNDLE (root CAs only, e.g. DigiCert Global Root G2 + Microsoft RSA Root CA 2017), else None
     for the system store."""
-    path = getattr(ctx.settings, "db_ca_bundle", None) or os.environ.get(SETTING_CA_BUNDLE) or None
+    path = ctx.settings.db_ca_bundle if ctx.settings is not None else os.environ.get(SETTING_CA_BUNDLE)
     if path and not os.path.isfile(path):
         raise TargetRefused(
             f"app setting {SETTING_CA_BUNDLE}={path!r} names no file; point it at a PEM file with the "
