@@ -335,3 +335,25 @@ async def test_a_sweep_that_cannot_list_the_vault_is_announced(
     assert hook.json["subject"] == "*" and hook.json["data"]["outcome"] == "SweepFailed"
     assert hook.json["data"]["error"]["code"] == getattr(caught.value, "code", type(caught.value).__name__)
     assert "could not list the vault" in hook.json["data"]["error"]["reason"]
+
+
+async def test_an_on_demand_failure_is_notified_at_once_and_a_callers_mistake_is_not(
+    hooked: None, notify_env: Receiver, kv_client: Any, make_engine: Any, vault_clock: Any, vault_control: Any
+) -> None:
+    from shared.rotation.engine import RotationRequest
+
+    await seed(kv_client, [dict(name="ondemand", value="v", tags=POLICY, expires_on=vault_clock.now())])
+    with pytest.raises(Exception) as missing:
+        await make_engine().rotate("no-such-secret", RotationRequest(trigger="http", force=True))
+    assert getattr(missing.value, "status", 0) == 404
+    assert notify_env.received == []  # answered to the caller; nobody is paged
+    vault_control.set_faults("SetSecret", 500, rate=1.0)
+    try:
+        with pytest.raises(Exception) as failed:
+            await make_engine().rotate("ondemand", RotationRequest(trigger="http", force=True))
+    finally:
+        vault_control.clear_faults()
+    assert getattr(failed.value, "status", 0) >= 500
+    [hook] = notify_env.on("webhook")
+    assert hook.json["subject"] == "ondemand" and hook.json["data"]["error"]["code"] == failed.value.code
+    assert telemetry.recent_outcomes()["ondemand"].trigger == "http"
