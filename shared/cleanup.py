@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from . import telemetry
 from .audit import audited
 from .errors import (
     DomainError,
@@ -178,6 +179,7 @@ class CleanupEngine:
             RotationPolicy.opted_in(current.tags) or is_owned(current.tags, self.settings)
         )
 
+    @telemetry.traced_sweep
     async def sweep(
         self, *, dry_run: bool = False, budget_seconds: float | None = None, include_items: bool = False
     ) -> SweepSummary:
@@ -298,6 +300,7 @@ class CleanupEngine:
             return None
         return history if history.versions else None
 
+    @telemetry.traced_cleanup
     async def _act(
         self,
         calls: VaultCalls,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .. import telemetry
 from ..audit import audited
 from ..errors import (
     CrossInstanceLockRequired,
@@ -145,6 +146,7 @@ class RotationEngine:
             key, lambda: self._rotate_serialized(name, request, raise_errors=True)
         )
 
+    @telemetry.traced_rotation
     async def _rotate_serialized(
         self, name: str, request: RotationRequest, *, raise_errors: bool
     ) -> RotationResult:
@@ -280,6 +282,7 @@ class RotationEngine:
             )
         policy = assessment.policy
         assert policy is not None
+        telemetry.note_rotation_type(policy.rotation_type)
         rotator = self._rotator(policy)
         if request.dry_run:
             return RotationResult(
@@ -572,6 +575,7 @@ class RotationEngine:
 
     # ----------------------------------------------------------------- a whole vault
 
+    @telemetry.traced_sweep
     async def sweep(
         self, *, dry_run: bool = False, budget_seconds: float | None = None, include_items: bool = False
     ) -> SweepSummary:
@@ -613,6 +617,7 @@ class RotationEngine:
             info = VersionInfo.from_properties(props)
             now = self.now()
             assessment = assess(info, now, self.settings)
+            telemetry.listed(info, assessment)
             if assessment is None:
                 return None
             summary.managed += 1

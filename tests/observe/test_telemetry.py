@@ -357,3 +357,20 @@ async def test_an_on_demand_failure_is_notified_at_once_and_a_callers_mistake_is
     [hook] = notify_env.on("webhook")
     assert hook.json["subject"] == "ondemand" and hook.json["data"]["error"]["code"] == failed.value.code
     assert telemetry.recent_outcomes()["ondemand"].trigger == "http"
+
+
+def test_the_engines_carry_the_telemetry_hooks_themselves() -> None:
+    """Production code, not the test fixture, wires telemetry in (the fixture only patches what is missing)."""
+    import inspect
+
+    from shared.cleanup import CleanupEngine
+    from shared.rotation.engine import RotationEngine
+
+    for method in (
+        RotationEngine._rotate_serialized,
+        RotationEngine.sweep,
+        CleanupEngine.sweep,
+        CleanupEngine._act,
+    ):
+        assert getattr(method, "__wrapped__", None) is not None, method.__qualname__
+    assert "telemetry.listed(" in inspect.getsource(RotationEngine.sweep.__wrapped__)  # type: ignore[attr-defined]
