@@ -6,7 +6,9 @@ import logging
 
 import azure.functions as func
 
+from shared import fanout
 from shared.cleanup import default_cleanup
+from shared.settings import get_settings
 from shared.sweeps import every_vault
 
 from .timer_retry import TIMER_RETRY
@@ -21,6 +23,9 @@ _log = logging.getLogger(__name__)
 async def scheduled_cleanup(timer: func.TimerRequest) -> None:
     if timer.past_due:
         _log.info("scheduled_cleanup is running late (past due); the sweep catches up")
+    if get_settings().sweep_mode == "queue":
+        await fanout.start_sweeps("cleanup")  # one scan message per vault; queue functions do the rest
+        return
     await every_vault(lambda url: _sweep(url))
 
 

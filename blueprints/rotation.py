@@ -9,8 +9,9 @@ import logging
 
 import azure.functions as func
 
-from shared import plan, secrets
+from shared import fanout, plan, secrets
 from shared.rotation import RotationRequest, default_engine
+from shared.settings import get_settings
 from shared.sweeps import every_vault
 from shared.validation import parse_flag, validate_name, vault_param
 
@@ -28,6 +29,9 @@ async def scheduled_rotation(timer: func.TimerRequest) -> None:
     """Rotate every due secret within ROTATION_BUDGET_SECONDS; what is left waits for the next run."""
     if timer.past_due:
         _log.info("scheduled_rotation is running late (past due); the sweep catches up")
+    if get_settings().sweep_mode == "queue":
+        await fanout.start_sweeps("rotation")  # one scan message per vault; queue functions do the rest
+        return
     await every_vault(lambda url: _sweep(url))
 
 

@@ -21,7 +21,8 @@ from .admin import AdminApi
 from .context import AUTH_FAILURE, FUNCTION, INVOCATION, FunctionHost
 from .eventgrid_trigger import WEBHOOK_PATH, EventGridTriggers
 from .http_trigger import HttpTriggers
-from .registry import EVENT_GRID_TRIGGER, HTTP_TRIGGER, TIMER_TRIGGER
+from .queues import QueueTriggers
+from .registry import EVENT_GRID_TRIGGER, HTTP_TRIGGER, QUEUE_TRIGGER, TIMER_TRIGGER
 from .timer_trigger import TimerTriggers
 
 __all__ = ["FunctionHost", "create_app", "request_log"]
@@ -78,7 +79,13 @@ def create_app(host: FunctionHost) -> web.Application:
     http = HttpTriggers(host)
     eventgrid = EventGridTriggers(host)
     admin = AdminApi(
-        host, {HTTP_TRIGGER: http, TIMER_TRIGGER: TimerTriggers(host), EVENT_GRID_TRIGGER: eventgrid}
+        host,
+        {
+            HTTP_TRIGGER: http,
+            TIMER_TRIGGER: TimerTriggers(host),
+            EVENT_GRID_TRIGGER: eventgrid,
+            QUEUE_TRIGGER: QueueTriggers(host),
+        },
     )
     app = web.Application(middlewares=[request_log], client_max_size=host.body_limit)
     router = app.router

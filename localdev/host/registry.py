@@ -31,7 +31,8 @@ _log = logging.getLogger("localdev.host")
 HTTP_TRIGGER = "httpTrigger"
 TIMER_TRIGGER = "timerTrigger"
 EVENT_GRID_TRIGGER = "eventGridTrigger"
-SUPPORTED_TRIGGERS = (HTTP_TRIGGER, TIMER_TRIGGER, EVENT_GRID_TRIGGER)
+QUEUE_TRIGGER = "queueTrigger"  # run by localdev.host.queues
+SUPPORTED_TRIGGERS = (HTTP_TRIGGER, TIMER_TRIGGER, EVENT_GRID_TRIGGER, QUEUE_TRIGGER)
 ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 
 

@@ -19,6 +19,7 @@ from .clock import Clock, SystemClock
 from .invocation import Invoker
 from .keys import HostKeys
 from .protocol import GuardedAppRunner
+from .queues import QueueService, queue_service_for
 from .registry import TIMER_TRIGGER, FunctionRegistry, load_registry
 from .timers import TimerService
 
@@ -54,6 +55,7 @@ class RunningHost:
     host: FunctionHost
     settings_file: Path | None
     _runner: web.AppRunner
+    queues: QueueService | None = None  # the queue triggers' listeners (localdev.host.queues)
 
     def env(self) -> dict[str, str]:
         """What clients need (written to <state-dir>/host.env by `python -m localdev`)."""
@@ -67,6 +69,8 @@ class RunningHost:
     async def stop(self, grace_seconds: float = 5.0) -> None:
         """Stop timers, let manual runs finish (up to `grace_seconds`), close the server and the pool."""
         await self.host.timers.stop()
+        if self.queues is not None:
+            await self.queues.stop()
         pending = list(self.host.background)
         if pending:
             _done, still = await asyncio.wait(pending, timeout=grace_seconds)
@@ -137,8 +141,13 @@ async def start_host(config: HostConfig) -> RunningHost:
     if ":" in shown:
         shown = f"[{shown}]"
     timers.start()
+    queues = queue_service_for(list(registry.functions.values()), invoker, app_dir, clock, config.rng)
+    if queues is not None:
+        queues.start()
     _log.info("host listening on http://%s:%d with %d functions", shown, port, len(registry.functions))
-    return RunningHost(f"http://{shown}:{port}", port, keys, registry, function_host, settings_file, runner)
+    return RunningHost(
+        f"http://{shown}:{port}", port, keys, registry, function_host, settings_file, runner, queues
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
