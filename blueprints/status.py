@@ -322,8 +322,8 @@ def openapi_paths(errors: dict[str, Any]) -> dict[str, Any]:
         query("q", {"type": "string", "pattern": "^[0-9a-zA-Z-]{0,127}$"}, "Part of the secret name."),
         query(
             "vault",
-            {"type": "string", "pattern": "^(https://)?[0-9a-zA-Z.:-]{1,300}/?$"},
-            "One configured vault (name or URL); absent: every configured vault.",
+            {"type": "string", "pattern": "^((https://)?[0-9a-zA-Z.:-]{1,300}/?)?$"},
+            "One configured vault (name or URL); absent or empty: every configured vault.",
         ),
     ]
     moment = {"type": ["string", "null"], "format": "date-time"}
