@@ -220,7 +220,7 @@ class QueueListener:
         await asyncio.gather(sleeper, waker, return_exceptions=True)
 
     async def _run(self) -> None:
-        from azure.core.exceptions import AzureError
+        from azure.core.exceptions import AzureError, ResourceExistsError
 
         backoff = Backoff(self.options.max_polling_interval, self.rng)
         found_since_last_delay = False
@@ -231,8 +231,10 @@ class QueueListener:
                 if not exists:
                     await self._queue.create_queue()
                     exists = True
-            except AzureError as exc:
-                exists = _status(exc) == 409  # already there
+            except ResourceExistsError:  # already there (the SDK raises it on a 204 or a 409)
+                exists = True
+            except (AzureError, OSError):
+                exists = False
             if exists:
                 try:
                     batch = [
