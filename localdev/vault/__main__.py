@@ -40,6 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--memory", action="store_true", help="keep secrets in memory only (nothing survives a restart)"
     )
     p.add_argument("--vault-name", default="localvault")
+    p.add_argument(
+        "--vaults",
+        type=int,
+        default=1,
+        help="vaults to serve, each on its own port (--port, --port+1, ...; all free ones with --port 0), "
+        "named VAULT_NAME, VAULT_NAME2, ...; they share the CA, the identity endpoint and its tokens",
+    )
     p.add_argument("--retention-days", type=int, default=90, help="soft-delete retention, 7-90")
     p.add_argument("--purge-protection", action="store_true")
     p.add_argument("--throttling", action="store_true", help="enforce the service limits (429)")
@@ -96,6 +103,7 @@ def config_from_args(args: argparse.Namespace) -> VaultConfig:
         identity_port=args.identity_port,
         memory=args.memory,
         vault_name=args.vault_name,
+        vaults=args.vaults,
         retention_days=args.retention_days,
         purge_protection=args.purge_protection,
         throttling=args.throttling,
@@ -132,6 +140,8 @@ async def run(config: VaultConfig) -> None:
             "system-assigned" if identity.system_assigned else f"user-assigned client_id={identity.client_id}"
         )
         print(f"# identity {identity.name} ({kind}): {', '.join(identity.roles) or 'no roles'}", flush=True)
+    for member in running.members if len(running.members) > 1 else []:
+        print(f"# vault {member.name}: {member.vault_url} (test controls {member.control_url})", flush=True)
     print(
         f"# test controls: {running.control_url} (header X-Emulator-Key: "
         f"$(cat {running.state_dir / CONTROL_KEY_FILE}))",

@@ -16,7 +16,8 @@ class ControlClient:
     """Sync client for /_emulator (tests and benchmarks); verifies the vault's CA like every other client.
 
     `ControlClient(running.vault_url, running.ca_bundle, running.control_key)` for a vault in this process,
-    `ControlClient.for_state_dir(Path(".localdev"))` for one started elsewhere (its vault.env, control.key).
+    `ControlClient.for_state_dir(Path(".localdev"))` for one started elsewhere (its vault.env, control.key);
+    `for_state_dir(dir, vault=i)` for the i-th vault (0-based) of a multi-vault process (KEY_VAULT_URLS).
     """
 
     def __init__(self, vault_url: str, ca_bundle: str, control_key: str, timeout: float = 10.0) -> None:
@@ -29,7 +30,7 @@ class ControlClient:
         self.timeout = timeout
 
     @classmethod
-    def for_state_dir(cls, state_dir: Path, timeout: float = 10.0) -> ControlClient:
+    def for_state_dir(cls, state_dir: Path, timeout: float = 10.0, vault: int = 0) -> ControlClient:
         """The client for the vault running in `state_dir` (its vault.env and control.key)."""
         env_file, key_file = state_dir / "vault.env", state_dir / CONTROL_KEY_FILE
         if not env_file.exists():
@@ -37,7 +38,10 @@ class ControlClient:
                 f"no {env_file}: no local Key Vault runs with --state-dir {state_dir}; start one (make run)"
             )
         env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-        return cls(env["KEY_VAULT_URL"], env["KEY_VAULT_CA_BUNDLE"], key_file.read_text().strip(), timeout)
+        urls = env.get("KEY_VAULT_URLS", env["KEY_VAULT_URL"]).split(",")
+        if not 0 <= vault < len(urls):
+            raise ValueError(f"vault {vault}: the local Key Vault in {state_dir} serves {len(urls)} vault(s)")
+        return cls(urls[vault], env["KEY_VAULT_CA_BUNDLE"], key_file.read_text().strip(), timeout)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         # verify per request: a session-level verify loses to REQUESTS_CA_BUNDLE in the environment
@@ -139,6 +143,19 @@ class ControlClient:
         if audience:
             body["audience"] = audience
         return self._call("POST", "tokens", body)["access_token"]
+
+    def seed(self, groups: list[dict[str, Any]], timeout: float | None = None) -> dict[str, Any]:
+        """Bulk-insert new secrets (POST /_emulator/seed; its docstring has the group fields). The answer
+        names the first and last secret of each group and never a value."""
+        response = self.session.post(
+            f"{self.base}/seed",
+            json={"groups": groups},
+            timeout=timeout or max(self.timeout, 120.0),
+            verify=self.ca_bundle,
+        )
+        if response.status_code >= 400:
+            raise RuntimeError(f"control call POST seed failed: {response.status_code} {response.text}")
+        return response.json()
 
     def check_events(self) -> int:
         return int(self._call("POST", "events/check")["queued"])

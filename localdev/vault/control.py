@@ -5,8 +5,17 @@ identity and empty the vault, so another local user or a page in a browser must 
 `GET health` alone answers without it (it tells only that the vault is up and where).
 
 Endpoints: GET stats · POST reset · GET/POST clock · GET/PUT/DELETE faults · PUT faults/seed · PUT latency ·
-GET/PUT throttling · PUT soft-delete · PUT operation-latency · POST tokens · POST events/check · GET health.
-The sync client for them is `localdev.vault.client.ControlClient`.
+GET/PUT throttling · PUT soft-delete · PUT operation-latency · POST tokens · POST events/check · POST seed ·
+GET health. The sync client for them is `localdev.vault.client.ControlClient`. In a multi-vault process
+each vault has these routes on its own port and they act on that vault alone (one control key for all).
+
+`POST seed` inserts many new secrets straight into the store (one version each, created/updated from the
+emulator clock, values generated here and never returned), for benchmarks that need 100,000 secrets in
+seconds; it is counted as `seeded` in stats, never as transactions. Body: `{"groups": [{"count": N,
+"prefix": "s-", "start": 0, "digits": 6, "tags": {...}, "content_type": null, "value_length": 32,
+"enabled": true, "created_offset_seconds": 0, "expires_in_seconds": null, "not_before_in_seconds": null}]}`;
+names are `<prefix><start..start+count-1 zero-padded to digits>`. A group's tags and times decide whether
+its secrets are due (e.g. `ValidityPeriodDays=60` with `expires_in_seconds` of 10 days: due).
 """
 
 from __future__ import annotations
@@ -14,6 +23,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import secrets
+import time
+import uuid
 from dataclasses import asdict
 from typing import Any
 
@@ -23,10 +35,26 @@ from .auth import VAULT_RESOURCE
 from .instrumentation import FaultRule
 from .limits import ThrottleSettings
 from .runtime import CONTROL_KEY_FILE, VaultRuntime
-from .store import SoftDeletePolicy
+from .store import MAX_VALUE_BYTES, SecretVersion, SoftDeletePolicy
 
 CONTROL_KEY_HEADER = "X-Emulator-Key"
 OPEN_PATHS = frozenset({"/health"})
+MAX_SEED = 500_000  # secrets per seed request
+SEED_FIELDS = frozenset(
+    {
+        "count",
+        "prefix",
+        "start",
+        "digits",
+        "tags",
+        "content_type",
+        "value_length",
+        "enabled",
+        "created_offset_seconds",
+        "expires_in_seconds",
+        "not_before_in_seconds",
+    }
+)
 
 
 def _loopback(request: web.Request) -> bool:
@@ -62,6 +90,7 @@ class ControlApi:
         r.add_put("/operation-latency", self.set_operation_latency)
         r.add_post("/tokens", self.issue_token)
         r.add_post("/events/check", self.check_events)
+        r.add_post("/seed", self.seed)
         return app
 
     @web.middleware
@@ -215,3 +244,94 @@ class ControlApi:
     async def check_events(self, request: web.Request) -> web.Response:
         sent = self.runtime.check_expiry_events()
         return web.json_response({"queued": sent})
+
+    async def seed(self, request: web.Request) -> web.Response:
+        """Bulk-insert the body's groups of new secrets (see the module docstring); never returns a value."""
+        began = time.perf_counter()
+        groups = (await self._json(request)).get("groups")
+        if not isinstance(groups, list) or not groups:
+            raise ValueError('groups: expected a non-empty list, e.g. [{"count": 100, "prefix": "s-"}]')
+        now = self.runtime.store.clock.now_int()
+        items: list[tuple[str, SecretVersion]] = []
+        summary = []
+        for i, group in enumerate(groups):
+            names = _seed_group(group, f"groups[{i}]", now, items, MAX_SEED - len(items))
+            summary.append({"count": len(names), "first": names[0], "last": names[-1]})
+        seeded = self.runtime.store.seed(items)
+        self.runtime.api.stats.seeded += seeded
+        return web.json_response(
+            {"seeded": seeded, "groups": summary, "seconds": round(time.perf_counter() - began, 3)}
+        )
+
+
+def _number(group: dict[str, Any], key: str, where: str, default: float | None) -> float | None:
+    raw = group.get(key, default)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise ValueError(f"{where}.{key}: expected a number of seconds, got {raw!r}")
+    return float(raw)
+
+
+def _whole(group: dict[str, Any], key: str, where: str, default: int, low: int, high: int) -> int:
+    raw = group.get(key, default)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+        raise ValueError(f"{where}.{key}: expected a whole number {low}-{high}, got {raw!r}")
+    return raw
+
+
+def _seed_group(
+    group: Any, where: str, now: int, out: list[tuple[str, SecretVersion]], room: int
+) -> list[str]:
+    """Append one group's secrets to `out`; return their names. Errors name the group and the field."""
+    if not isinstance(group, dict):
+        raise ValueError(f"{where}: expected an object with count and prefix")
+    unknown = sorted(set(group) - SEED_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(SEED_FIELDS))}"
+        )
+    if "count" not in group:
+        raise ValueError(f"{where}.count is required")
+    count = _whole(group, "count", where, 0, 1, max(1, room))
+    prefix = group.get("prefix", "seed-")
+    if not isinstance(prefix, str):
+        raise ValueError(f"{where}.prefix: expected a string")
+    start = _whole(group, "start", where, 0, 0, 10**12)
+    digits = _whole(group, "digits", where, 6, 1, 12)
+    length = _whole(group, "value_length", where, 32, 1, MAX_VALUE_BYTES)
+    tags = group.get("tags")
+    if tags is not None and (
+        not isinstance(tags, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+    ):
+        raise ValueError(f"{where}.tags: expected an object of string values")
+    content_type = group.get("content_type")
+    if content_type is not None and not isinstance(content_type, str):
+        raise ValueError(f"{where}.content_type: expected a string or null")
+    enabled = group.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ValueError(f"{where}.enabled: expected true or false")
+    created = now + int(_number(group, "created_offset_seconds", where, 0.0) or 0)
+    expires_in = _number(group, "expires_in_seconds", where, None)
+    not_before_in = _number(group, "not_before_in_seconds", where, None)
+    exp = None if expires_in is None else now + int(expires_in)
+    nbf = None if not_before_in is None else now + int(not_before_in)
+    names = []
+    for n in range(start, start + count):
+        name = f"{prefix}{n:0{digits}d}"
+        value = secrets.token_urlsafe(length)[:length]
+        version = SecretVersion(
+            uuid.uuid4().hex,
+            value,
+            content_type,
+            dict(tags) if tags else None,
+            enabled,
+            nbf,
+            exp,
+            created,
+            created,
+        )
+        out.append((name, version))
+        names.append(name)
+    return names

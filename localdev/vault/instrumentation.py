@@ -31,7 +31,8 @@ class RequestStats:
     """Transactions by REST operationId and responses by status; bodiless challenge requests counted apart.
 
     `dropped`: connections the fault plan cut (before or after the operation ran); `disconnected`: clients
-    that went away mid-request on their own (no status is counted for either: nothing was answered)."""
+    that went away mid-request on their own (no status is counted for either: nothing was answered).
+    `seeded`: secrets the test controls' bulk seed inserted (never counted as transactions)."""
 
     def __init__(self) -> None:
         self.operations: Counter[str] = Counter()
@@ -39,6 +40,7 @@ class RequestStats:
         self.challenges = 0
         self.dropped = 0
         self.disconnected = 0
+        self.seeded = 0
 
     def record_challenge(self) -> None:
         self.challenges += 1
@@ -58,6 +60,7 @@ class RequestStats:
             "total": sum(self.operations.values()),
             "dropped": self.dropped,
             "disconnected": self.disconnected,
+            "seeded": self.seeded,
         }
 
     def reset(self) -> None:
@@ -66,6 +69,7 @@ class RequestStats:
         self.challenges = 0
         self.dropped = 0
         self.disconnected = 0
+        self.seeded = 0
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 `VaultRuntime` builds them from a `VaultConfig` and puts them back to those settings on `reset()`; the
 wire layer (api), the test controls (control) and the lifecycle (server) all work on one runtime.
+With `VaultConfig.vaults` > 1, one process runs several runtimes (`index` 0, 1, ...): each has its own
+store, throttle, stats, faults and latency; they share the state dir's TLS files, control key and token
+authority, so one managed-identity token is good for every vault, as in one Entra tenant.
 """
 
 from __future__ import annotations
@@ -57,6 +60,22 @@ class VaultConfig:
     identity_header: str | None = None
     token_lifetime: float = 24 * 3600.0
     write_env_file: bool = True
+    # Vaults this process serves, each on its own port (`port`, `port`+1, ...; all free ones for port 0)
+    # and named `vault_name`, `vault_name`2, ...: a fleet for the fan-out's tests and benchmark.
+    vaults: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.vaults <= 64:
+            raise ValueError(f"vaults must be between 1 and 64, got {self.vaults}")
+
+    def vault_name_of(self, index: int) -> str:
+        return self.vault_name if index == 0 else f"{self.vault_name}{index + 1}"
+
+    def port_of(self, index: int) -> int:
+        return 0 if self.port == 0 else self.port + index
+
+    def store_file(self, index: int) -> str:
+        return "vault.sqlite3" if index == 0 else f"vault{index + 1}.sqlite3"
 
     def throttle_settings(self) -> ThrottleSettings:
         return ThrottleSettings(
@@ -72,23 +91,36 @@ class VaultConfig:
 
 
 class VaultRuntime:
-    """The live parts of one vault and the startup settings that `reset()` returns them to."""
+    """The live parts of one vault and the startup settings that `reset()` returns them to.
 
-    def __init__(self, config: VaultConfig, tls: TlsFiles) -> None:
+    `index` picks the vault of a multi-vault process (its name and store file); `authority` is the token
+    authority shared with the process's other vaults (None: this runtime makes it)."""
+
+    def __init__(
+        self,
+        config: VaultConfig,
+        tls: TlsFiles,
+        *,
+        index: int = 0,
+        authority: TokenAuthority | None = None,
+    ) -> None:
         self.config = config
         self.tls = tls
+        self.index = index
         state = Path(config.state_dir)
         persistence: Persistence = (
-            MemoryPersistence() if config.memory else SqlitePersistence(state / "vault.sqlite3")
+            MemoryPersistence() if config.memory else SqlitePersistence(state / config.store_file(index))
         )
+        # one backup key per state dir: a backup restores into any vault of the process, as backups
+        # restore across vaults of one subscription and geography in Azure
         sealer = BackupSealer(BackupSealer.load_or_create_key(state / "keys" / "backup.key"))
         self.store = VaultStore(
             persistence,
             sealer,
-            vault_name=config.vault_name,
+            vault_name=config.vault_name_of(index),
             policy=SoftDeletePolicy(config.retention_days, config.purge_protection),
         )
-        self.authority = TokenAuthority(
+        self.authority = authority or TokenAuthority(
             config.resolved_identities(),
             TokenAuthority.load_or_create_key(state / "keys" / "token-signing.pem"),
         )

@@ -1,7 +1,9 @@
 """Assembly and lifecycle: builds the runtime, API and identity endpoint, binds them, starts and stops them.
 
 `await start_vault(config)` runs on the caller's event loop; `start_vault_in_thread(config)` runs its own loop
-in a daemon thread (for tests that drive the sync SDK and the aio SDK alike).
+in a daemon thread (for tests that drive the sync SDK and the aio SDK alike). With `config.vaults` = K > 1
+the process serves K vaults, each on its own port with its own /_emulator controls (`RunningVault.members`),
+behind one CA, one identity endpoint and one token authority; the `RunningVault` fields describe the first.
 """
 
 from __future__ import annotations
@@ -32,14 +34,27 @@ __all__ = [
     "StateDirInUse",
     "ThreadedVault",
     "VaultConfig",
+    "VaultMember",
     "start_vault",
     "start_vault_in_thread",
 ]
 
 
 @dataclass
+class VaultMember:
+    """One vault of a (multi-vault) process: its name, where it listens, its controls and live parts."""
+
+    name: str
+    vault_url: str
+    control_url: str
+    runtime: VaultRuntime
+
+
+@dataclass
 class RunningVault:
-    """A started vault: where it listens and what a client needs to reach it."""
+    """A started vault: where it listens and what a client needs to reach it.
+
+    `members` lists every vault the process serves (the first is the one the other fields describe)."""
 
     vault_url: str
     ca_bundle: str
@@ -55,15 +70,24 @@ class RunningVault:
     _env_file: Path | None = field(
         default=None, repr=False
     )  # removed on stop, so it never names a dead vault
+    members: list[VaultMember] = field(default_factory=list)
+
+    @property
+    def vault_urls(self) -> list[str]:
+        return [m.vault_url for m in self.members] or [self.vault_url]
 
     def env(self) -> dict[str, str]:
-        return {
+        """The app's settings for these vaults (KEY_VAULT_URLS only when there are several)."""
+        env = {
             "KEY_VAULT_URL": self.vault_url,
             "KEY_VAULT_CA_BUNDLE": self.ca_bundle,
             "IDENTITY_ENDPOINT": self.identity_endpoint,
             "IDENTITY_HEADER": self.identity_header,
             "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
         }
+        if len(self.members) > 1:
+            env["KEY_VAULT_URLS"] = ",".join(self.vault_urls)
+        return env
 
     def env_text(self) -> str:
         return "".join(f"{k}={v}\n" for k, v in self.env().items())
@@ -74,9 +98,10 @@ class RunningVault:
         for runner in runners:
             await runner.cleanup()
         if runners:
-            if self.runtime.publisher is not None:
-                await self.runtime.publisher.stop()
-            self.runtime.store.close()
+            for runtime in [m.runtime for m in self.members] or [self.runtime]:
+                if runtime.publisher is not None:
+                    await runtime.publisher.stop()
+                runtime.store.close()
         if self._env_file is not None:
             self._env_file.unlink(missing_ok=True)
             self._env_file = None
@@ -119,6 +144,8 @@ def _tighten(state_dir: Path) -> None:
             private_dir(state_dir / sub)
     for name in _STATE_FILES:
         make_private(state_dir / name)
+    for path in state_dir.glob("vault[0-9]*.sqlite3*"):  # the other vaults of a multi-vault process
+        make_private(path)
 
 
 async def _serve(
@@ -156,49 +183,64 @@ def _vault_hosts(host: str) -> list[str]:
     return [host]
 
 
+def _vault_url(config: VaultConfig, port: int) -> str:
+    # the certificate names only loopback; a wildcard listener is reached through localhost as well
+    vault_host = "localhost" if config.host in LOOPBACK_NAMES | {"0.0.0.0", "::", ""} else config.host
+    return f"https://{vault_host}:{port}"
+
+
 async def start_vault(config: VaultConfig) -> RunningVault:
-    """Start the vault (HTTPS) and identity endpoint (HTTP) on this loop; write <state-dir>/vault.env."""
+    """Start the vault(s) (HTTPS) and identity endpoint (HTTP) on this loop; write <state-dir>/vault.env."""
     began = time.perf_counter()
     state_dir = private_dir(Path(config.state_dir).absolute())  # noqa: ASYNC240 - once, at start
     lock = _lock_state_dir(state_dir)  # memory or SQLite: one vault per state dir (certificates, vault.env)
+    runners: list[web.AppRunner] = []
+    members: list[VaultMember] = []
     try:
         _tighten(state_dir)
         tls = ensure_certificates(state_dir)
-        runtime = VaultRuntime(config, tls)
+        first = VaultRuntime(config, tls)
+        runtimes = [first] + [
+            VaultRuntime(config, tls, index=i, authority=first.authority) for i in range(1, config.vaults)
+        ]
         header = config.identity_header or secrets.token_urlsafe(24)
-        control = ControlApi(runtime)
-        app = web.Application(middlewares=[runtime.api.gate], client_max_size=1024 * 1024)
-        runtime.api.add_routes(app)
-        app.add_subapp("/_emulator", control.app())
-        identity = IdentityEndpoint(runtime.authority, header, config.token_lifetime)
-        vault_runner, port = await _serve(app, _vault_hosts(config.host), config.port, tls.server_context())
-        try:
-            id_runner, id_port = await _serve(identity.app(), ["127.0.0.1"], config.identity_port)
-        except OSError:
-            await vault_runner.cleanup()
-            raise
+        for index, runtime in enumerate(runtimes):
+            control = ControlApi(runtime)
+            app = web.Application(middlewares=[runtime.api.gate], client_max_size=1024 * 1024)
+            runtime.api.add_routes(app)
+            app.add_subapp("/_emulator", control.app())
+            runner, port = await _serve(
+                app, _vault_hosts(config.host), config.port_of(index), tls.server_context()
+            )
+            runners.append(runner)
+            url = _vault_url(config, port)
+            runtime.api.vault_url = url
+            members.append(VaultMember(runtime.store.vault_name, url, f"{url}/_emulator", runtime))
+        identity = IdentityEndpoint(first.authority, header, config.token_lifetime)
+        id_runner, id_port = await _serve(identity.app(), ["127.0.0.1"], config.identity_port)
+        runners.append(id_runner)
     except BaseException:
+        for runner in runners:
+            await runner.cleanup()
         if lock is not None:
             lock.close()
         raise
-    # the certificate names only loopback; a wildcard listener is reached through localhost as well
-    vault_host = "localhost" if config.host in LOOPBACK_NAMES | {"0.0.0.0", "::", ""} else config.host
-    vault_url = f"https://{vault_host}:{port}"
-    runtime.api.vault_url = vault_url
-    if runtime.publisher is not None:
-        runtime.publisher.vault_url = vault_url
-        runtime.publisher.start()
+    for member in members:
+        if member.runtime.publisher is not None:
+            member.runtime.publisher.vault_url = member.vault_url
+            member.runtime.publisher.start()
     running = RunningVault(
-        vault_url=vault_url,
+        vault_url=members[0].vault_url,
         ca_bundle=str(tls.ca_cert),
         identity_endpoint=f"http://127.0.0.1:{id_port}{TOKEN_PATH}",
         identity_header=header,
-        control_url=f"{vault_url}/_emulator",
-        control_key=runtime.control_key,
+        control_url=members[0].control_url,
+        control_key=first.control_key,
         state_dir=state_dir,
-        runtime=runtime,
-        _runners=[vault_runner, id_runner],
+        runtime=first,
+        _runners=runners,
         _lock=lock,
+        members=members,
     )
     if config.write_env_file:
         write_private(state_dir / "vault.env", running.env_text().encode())

@@ -109,6 +109,7 @@ class Persistence(Protocol):
 
     def load(self) -> list[SecretRecord]: ...
     def save(self, record: SecretRecord, versions: Iterable[SecretVersion]) -> None: ...
+    def save_new(self, records: list[SecretRecord]) -> None: ...
     def remove(self, key: str) -> None: ...
     def clear(self) -> None: ...
     def close(self) -> None: ...
@@ -121,6 +122,9 @@ class MemoryPersistence:
         return []
 
     def save(self, record: SecretRecord, versions: Iterable[SecretVersion]) -> None:
+        pass
+
+    def save_new(self, records: list[SecretRecord]) -> None:
         pass
 
     def remove(self, key: str) -> None:
@@ -221,6 +225,34 @@ class SqlitePersistence:
                         v.updated,
                     ),
                 )
+
+    def save_new(self, records: list[SecretRecord]) -> None:
+        """Many new records (names not stored yet) with their versions, in one transaction (bulk seed)."""
+        rows = []
+        for record in records:
+            for v in record.versions.values():
+                self._seq += 1
+                rows.append(
+                    (
+                        record.key,
+                        v.version,
+                        self._seq,
+                        v.value,
+                        v.content_type,
+                        json.dumps(v.tags) if v.tags is not None else None,
+                        int(v.enabled),
+                        v.nbf,
+                        v.exp,
+                        v.created,
+                        v.updated,
+                    )
+                )
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO secrets VALUES (?,?,?,NULL,NULL)", [(r.key, r.name, r.latest) for r in records]
+            )
+            self._db.executemany("INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def remove(self, key: str) -> None:
         with self._db:
@@ -450,6 +482,37 @@ class VaultStore:
         for listener in self.listeners:
             listener(record, version)
         return record, version
+
+    def seed(self, secrets: Iterable[tuple[str, SecretVersion]]) -> int:
+        """New secrets of one version each, written in one transaction (the test controls' bulk seed).
+
+        Names must be new to the vault (neither active nor soft-deleted): ValueError naming the first
+        that is not, and nothing is written. No listener hears of them: a seed of 100,000 secrets is not
+        100,000 new-version events."""
+        self.purge_due()
+        records: dict[str, SecretRecord] = {}
+        for name, version in secrets:
+            if not NAME_PATTERN.match(name):
+                raise ValueError(f"secret name {name!r} is not 1-127 letters, digits and dashes")
+            if len(version.value.encode()) > MAX_VALUE_BYTES:
+                raise ValueError(f"values are limited to {MAX_VALUE_BYTES} bytes")
+            try:
+                _validate_metadata(version.content_type, version.tags)
+            except errors.ServiceError as exc:
+                raise ValueError(exc.message) from None
+            key = name.lower()
+            if key in records:
+                raise ValueError(f"secret {name!r} is named twice in the seed (overlapping prefixes?)")
+            if key in self._records:
+                raise ValueError(f"secret {name!r} exists already (seed only new names, or reset first)")
+            records[key] = SecretRecord(
+                name=name, versions={version.version: version}, latest=version.version
+            )
+        new = list(records.values())
+        self.persistence.save_new(new)
+        self._records.update(records)
+        self._sorted_keys = sorted(self._sorted_keys + list(records))
+        return len(new)
 
     def get_secret(self, name: str, version: str | None = None) -> tuple[SecretRecord, SecretVersion]:
         validate_name(name)
