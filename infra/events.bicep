@@ -17,6 +17,12 @@ param deadLetterContainerId string = ''
 @description('The Event Grid triggered function.')
 param functionName string = 'keyvault_events'
 
+@description('main.bicep output EVENTS_QUEUE_STORAGE_ID: the storage account of the events queue when SWEEP_MODE=queue (events then go to the queue, not the function); empty otherwise.')
+param eventsQueueStorageId string = ''
+
+@description('The events queue (FANOUT_EVENTS_QUEUE).')
+param eventsQueueName string = 'kv-events'
+
 module subscriptions 'modules/vault-event-subscription.bicep' = [
   for (t, i) in topics: {
     name: 'kv-events-${i}-${take(t.name, 40)}'
@@ -25,6 +31,9 @@ module subscriptions 'modules/vault-event-subscription.bicep' = [
       topicName: t.name
       functionResourceId: '${functionAppId}/functions/${functionName}'
       deadLetterContainerId: empty(t.principalId) ? '' : deadLetterContainerId
+      // Queue delivery needs the topic's identity: a topic this template did not create keeps the function.
+      queueStorageId: empty(t.principalId) ? '' : eventsQueueStorageId
+      queueName: eventsQueueName
     }
   }
 ]

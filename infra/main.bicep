@@ -229,6 +229,20 @@ module deadLetterAccess 'modules/dead-letter-access.bicep' = {
   }
 }
 
+// SWEEP_MODE=queue: the topics deliver the vault events into the events queue (infra/events.bicep), as themselves.
+var eventsQueueName = 'kv-events'
+var eventsToQueue = (sweepMode == 'queue') && contains(queueNames, eventsQueueName)
+
+module eventQueueAccess 'modules/event-queue-access.bicep' = if (eventsToQueue) {
+  name: 'event-queue-access'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    queueName: eventsQueueName
+    principalIds: [for (v, i) in vaults: vaultAccess[i].outputs.topic.principalId]
+  }
+}
+
 module targetRoles 'modules/target-role.bicep' = [
   for (t, i) in rotationTargetRoles: {
     name: 'target-role-${i}'
@@ -298,3 +312,5 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 // Where the postdeploy hook creates the Event Grid subscriptions (infra/events.bicep): one per vault topic.
 output KEY_VAULT_EVENT_TOPICS array = [for (v, i) in vaults: vaultAccess[i].outputs.topic]
 output DEAD_LETTER_CONTAINER_ID string = storage.outputs.deadLetterContainerId
+// SWEEP_MODE=queue: the events queue's storage account (the hook subscribes the topics to the queue); else empty.
+output EVENTS_QUEUE_STORAGE_ID string = eventsToQueue ? storage.outputs.id : ''

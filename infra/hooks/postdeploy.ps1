@@ -25,6 +25,7 @@ try {
             functionAppId         = @{ value = $env:AZURE_FUNCTION_APP_ID }
             topics                = @{ value = @(ConvertFrom-Json $env:KEY_VAULT_EVENT_TOPICS) }
             deadLetterContainerId = @{ value = "$env:DEAD_LETTER_CONTAINER_ID" }
+            eventsQueueStorageId  = @{ value = "$env:EVENTS_QUEUE_STORAGE_ID" }
         }
     } | ConvertTo-Json -Depth 10 | Set-Content -Path $topicsFile -Encoding utf8
     Write-Host 'postdeploy: subscribing keyvault_events to the vault system topics'

@@ -32,5 +32,10 @@ az deployment sub create \
   --parameters functionAppId="$AZURE_FUNCTION_APP_ID" \
                topics="$KEY_VAULT_EVENT_TOPICS" \
                deadLetterContainerId="${DEAD_LETTER_CONTAINER_ID:-}" \
+               eventsQueueStorageId="${EVENTS_QUEUE_STORAGE_ID:-}" \
   --only-show-errors --output none
-echo "postdeploy: done (SecretNearExpiry and SecretExpired now reach keyvault_events)"
+if [ -n "${EVENTS_QUEUE_STORAGE_ID:-}" ]; then
+  echo "postdeploy: done (SecretNearExpiry and SecretExpired now reach the kv-events queue: SWEEP_MODE=queue)"
+else
+  echo "postdeploy: done (SecretNearExpiry and SecretExpired now reach keyvault_events)"
+fi

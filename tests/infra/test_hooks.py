@@ -62,7 +62,12 @@ def test_the_hook_deploys_events_bicep_with_the_provision_outputs(tmp_path: Path
     assert f"functionAppId={ENV['AZURE_FUNCTION_APP_ID']}" in args
     assert json.loads(next(a for a in args if a.startswith("topics="))[len("topics=") :]) == TOPICS
     assert args[args.index("--location") + 1] == "swedencentral"
+    assert "eventsQueueStorageId=" in args and "keyvault_events" in result.stdout  # inline: to the function
     assert "done" in result.stdout
+    queued = {**ENV, "EVENTS_QUEUE_STORAGE_ID": "/subscriptions/s/.../storageAccounts/stx"}
+    result, args = _run(tmp_path, queued)
+    assert result.returncode == 0 and f"eventsQueueStorageId={queued['EVENTS_QUEUE_STORAGE_ID']}" in args
+    assert "kv-events queue" in result.stdout
 
 
 @pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh on this machine")
@@ -87,6 +92,7 @@ def test_the_windows_hook_makes_the_same_call() -> None:
         "events.bicep",
         "AZURE_FUNCTION_APP_ID",
         "KEY_VAULT_EVENT_TOPICS",
+        "EVENTS_QUEUE_STORAGE_ID",
     ):
         assert needle in text
     assert os.access(HOOK, os.X_OK), "postdeploy.sh must be executable (azd runs it directly)"

@@ -31,6 +31,11 @@ ALLOWED_ROLES: dict[str, tuple[str, set[str]]] = {
         "Monitoring Metrics Publisher",
         {"Microsoft.Insights/components"},
     ),
+    # SWEEP_MODE=queue: Event Grid's delivery identity adds messages to the events queue, and only that queue.
+    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": (
+        "Storage Queue Data Message Sender",
+        {"Microsoft.Storage/storageAccounts/queueServices/queues"},
+    ),
     # Event Grid's dead-lettering identity, on one container only.
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": (
         "Storage Blob Data Contributor",
@@ -76,6 +81,7 @@ def test_role_assignments_exist() -> None:
         "infra/modules/vault-access.bicep",
         "infra/modules/target-role.bicep",
         "infra/modules/dead-letter-access.bicep",
+        "infra/modules/event-queue-access.bicep",
     } <= files
 
 
@@ -362,14 +368,37 @@ def test_vault_events_reach_keyvault_events() -> None:
         "Microsoft.KeyVault.SecretNearExpiry",
         "Microsoft.KeyVault.SecretExpired",
     ]
-    destination = properties["destination"]
-    assert destination["endpointType"] == "AzureFunction"
-    assert destination["properties"]["maxEventsPerBatch"] == 1
+    # inline: straight to the function; queue: into the events queue, delivered by the topic's own identity
+    destination = properties["destination"]["operator"]["operands"]
+    assert bicep.render(destination["condition"]) == "empty(queueStorageId)"
+    function_side = destination["true_value"]
+    assert function_side["endpointType"] == "AzureFunction" and destination["false_value"] is None
+    assert function_side["properties"]["maxEventsPerBatch"] == 1
+    delivery = properties["deliveryWithResourceIdentity"]["operator"]["operands"]
+    assert delivery["true_value"] is None and bicep.render(delivery["condition"]) == "empty(queueStorageId)"
+    queued = delivery["false_value"]
+    assert queued["identity"]["type"] == "SystemAssigned"
+    assert queued["destination"]["endpointType"] == "StorageQueue"
+    assert bicep.render(queued["destination"]["properties"]["queueMessageTimeToLiveInSeconds"]) == "minus(1)"
     function = bicep.parameters(bicep.INFRA / "events.bicep")["functionName"]["default"]
     assert function in _registered_functions(), (
         f"events.bicep subscribes {function}, which the app does not have"
     )
     assert properties["retryPolicy"]["maxDeliveryAttempts"] == 30
+
+
+def test_queue_mode_sends_vault_events_to_the_events_queue() -> None:
+    from shared.settings import load_settings
+
+    main = bicep.variables(bicep.INFRA / "main.bicep")
+    events_queue = load_settings({"KEY_VAULT_URL": "https://a.vault.azure.net"}).events_queue
+    assert main["eventsQueueName"] == events_queue, "main.bicep's events queue is FANOUT_EVENTS_QUEUE's"
+    assert main["eventsQueueName"] in bicep.parameters(bicep.INFRA / "main.bicep")["queueNames"]["default"]
+    assert "equals(sweepMode, queue)" in bicep.render(main["eventsToQueue"])
+    events = bicep.parameters(bicep.INFRA / "events.bicep")
+    assert events["eventsQueueStorageId"]["default"] == "", "inline (the default) keeps the function endpoint"
+    (sender,) = [r for r in ROLE_ASSIGNMENTS if r.file.name == "event-queue-access.bicep"]
+    assert _role_guid(sender) == "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
 
 
 def test_queues_are_created_for_the_app() -> None:
@@ -385,7 +414,9 @@ def test_queues_are_created_for_the_app() -> None:
                 "infra/main.bicep"
             )
     (queues,) = [
-        r for r in bicep.all_resources() if r.type == "Microsoft.Storage/storageAccounts/queueServices/queues"
+        r
+        for r in bicep.all_resources()
+        if r.type == "Microsoft.Storage/storageAccounts/queueServices/queues" and not r.existing
     ]
     assert queues.loop is not None
 
