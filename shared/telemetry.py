@@ -26,13 +26,16 @@ import functools
 import logging
 import os
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlparse
+
+from .outcomes import NOTIFICATION_LISTENERS, Recent, forget, remember
+from .outcomes import recent_outcomes as recent_outcomes  # the status page and tests read it here
 
 if TYPE_CHECKING:  # never imported at run time unless telemetry is on
     from opentelemetry.metrics import MeterProvider
@@ -249,37 +252,7 @@ def reset() -> None:
     """Forget the recorder and the recent outcomes (tests); the next hook reads the settings again."""
     global _recorder, _resolved, _injected
     _recorder, _resolved, _injected = None, False, False
-    _recent.clear()
-
-
-# ----------------------------------------------------------------------------- last outcome per secret
-
-
-@dataclass(frozen=True)
-class Recent:
-    """The last rotation (or cleanup) outcome this process saw for a secret; no value, ever."""
-
-    outcome: str
-    at: datetime
-    error_code: str | None = None
-    reason: str | None = None
-    trigger: str | None = None
-
-
-_RECENT_MAX = 10_000
-_recent: OrderedDict[str, Recent] = OrderedDict()
-
-
-def _remember(name: str, recent: Recent) -> None:
-    _recent[name] = recent
-    _recent.move_to_end(name)
-    while len(_recent) > _RECENT_MAX:
-        _recent.popitem(last=False)
-
-
-def recent_outcomes() -> dict[str, Recent]:
-    """Last outcome per secret name in this process (the status page merges it with the vault's state)."""
-    return dict(_recent)
+    forget()
 
 
 # ----------------------------------------------------------------------------- sweep collector
@@ -471,7 +444,7 @@ async def _rotation_done(
             outcome, code = "Failed", getattr(error, "code", None) or type(error).__name__
             reason = getattr(error, "message", None) or type(error).__name__
         now = datetime.now(UTC)
-        _remember(name, Recent(outcome, now, code, reason, trigger))
+        remember(name, Recent(outcome, now, code, reason, trigger))
         collector = _SWEEP.get()
         if collector is not None:
             collector.rotated.add(name)
@@ -630,7 +603,7 @@ def _unrotated_failures(
     now = datetime.now(UTC)
     for error in found:
         name = str(error.get("name"))
-        _remember(name, Recent("Failed", now, error.get("code"), error.get("reason"), "timer"))
+        remember(name, Recent("Failed", now, error.get("code"), error.get("reason"), "timer"))
         if rec is not None:
             rotation_type = collector.type_of(name) or "unknown"
             labels = {"vault": vault, "outcome": "Failed", "type": rotation_type, "trigger": "timer"}
@@ -697,7 +670,7 @@ def traced_cleanup(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
                         },
                     )
                 if outcome == "Failed":
-                    _remember(
+                    remember(
                         name,
                         Recent(
                             f"Cleanup{outcome}",
@@ -763,6 +736,9 @@ def count_notification(channel: str, kind: str, outcome: str) -> None:
     rec = recorder()
     if rec is not None:
         rec.notifications.add(1, {"channel": channel, "kind": kind, "outcome": outcome})
+
+
+NOTIFICATION_LISTENERS.append(count_notification)  # notifications report deliveries to shared.outcomes
 
 
 def current_trace_id() -> str | None:

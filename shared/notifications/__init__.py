@@ -150,9 +150,9 @@ def digest_event(summary: Any, vault: str, settings: Any) -> Event | None:
     config = settings_or_none()
     if config is None or not config.digest:
         return None
-    from .. import telemetry
+    from ..outcomes import recent_outcomes
 
-    recent = telemetry.recent_outcomes().values()
+    recent = recent_outcomes().values()
     now = time.time()
     failed_24h = sum(1 for r in recent if r.outcome == "Failed" and now - r.at.timestamp() < 86400)
     rotated_24h = sum(

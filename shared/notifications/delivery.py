@@ -219,6 +219,6 @@ def _seconds(raw: str | None) -> float | None:
 
 
 def _count(channel: str, kind: str, outcome: str) -> None:
-    from .. import telemetry
+    from ..outcomes import notification_delivered
 
-    telemetry.count_notification(channel, kind, outcome)
+    notification_delivered(channel, kind, outcome)
