@@ -30,7 +30,7 @@ from .errors import (
     from_vault_error,
     vault_failures,
 )
-from .locks import PROCESS_LOCKS, SecretLocks
+from .locks import PROCESS_LOCKS, SecretLocks, lock_key
 from .rotation.policy import DEFAULT_OVERLAP_DAYS, TAG_DELETE_EXPIRED, PolicyError, RotationPolicy, format_age
 from .scope import is_owned, name_in_scope
 from .settings import Settings
@@ -261,7 +261,7 @@ class CleanupEngine:
         self, calls: VaultCalls, name: str, dry_run: bool, record: Callable[[CleanupStep], None]
     ) -> None:
         try:
-            async with self.locks.hold(name):
+            async with self.locks.hold(lock_key(self.settings, name)):
                 history = await self._history(calls, name, record)
                 if history is None:
                     return

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlparse
 
 from .errors import LockUnavailable, SecretBusy
 from .settings import Settings
@@ -37,6 +39,15 @@ class DistributedLock(Protocol):
 
     def hold(self, name: str) -> Any:  # an async context manager
         ...
+
+
+def lock_key(settings: Settings, name: str) -> str:
+    """What serializes work on one secret: its name with one vault, `<vault host>/<name>` with several
+    (the same name in two vaults is two secrets; sharing a lock or a coalesced run would skip one)."""
+    if len(settings.vault_urls) <= 1:
+        return name
+    host = re.sub(r"[^a-z0-9.-]", "-", urlparse(settings.vault_url).netloc.lower())
+    return f"{host}/{name}"
 
 
 class SecretLocks:

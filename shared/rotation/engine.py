@@ -33,7 +33,7 @@ from ..errors import (
     transient_codes,
     vault_failures,
 )
-from ..locks import PROCESS_COALESCER, PROCESS_LOCKS, Coalescer, SecretLocks
+from ..locks import PROCESS_COALESCER, PROCESS_LOCKS, Coalescer, SecretLocks, lock_key
 from ..scope import require_name_in_scope
 from ..settings import Settings
 from ..validation import MAX_TAGS
@@ -141,7 +141,7 @@ class RotationEngine:
         require_name_in_scope(name, self.settings)  # before any vault call, whichever trigger asks
         if request.dry_run:
             return await self._rotate_locked(name, request, raise_errors=True)
-        key = f"{name}|{request.force}|{request.expected_version or ''}"
+        key = f"{lock_key(self.settings, name)}|{request.force}|{request.expected_version or ''}"
         return await self.coalescer.run(
             key, lambda: self._rotate_serialized(name, request, raise_errors=True)
         )
@@ -151,7 +151,7 @@ class RotationEngine:
         self, name: str, request: RotationRequest, *, raise_errors: bool
     ) -> RotationResult:
         try:
-            async with self.locks.hold(name):
+            async with self.locks.hold(lock_key(self.settings, name)):
                 return await self._rotate_locked(name, request, raise_errors=raise_errors)
         except (SecretBusy, LockUnavailable) as exc:
             if raise_errors:
