@@ -47,6 +47,7 @@ class ScanMessage:
     page: int = 0
     # Unix time of the vault's next free create slot: rotations of later pages are scheduled after it.
     next_slot: float = 0.0
+    attempt: int = 0  # re-enqueues of this page after throttling (reset for the next page)
     type: str = field(default="scan", init=False)
 
 

@@ -3,12 +3,14 @@
 - `start_sweeps`: the timer's whole job in queue mode — one scan message per configured vault.
 - `scan`: one page of one vault per message (one transaction), the due secrets' rotate messages (or the
   in-scope secrets' cleanup messages) scheduled with visibility delays so the vault's creates stay under
-  FANOUT_CREATES_PER_SECOND, then the next scan message with the continuation token.
+  FANOUT_CREATES_PER_SECOND, then the next scan message with the continuation token. A token the vault
+  rejects (400) restarts the listing from the first page (the duplicates it enqueues are no-ops).
 - `rotate` / `cleanup`: one secret through the engines (which re-check the vault under the secret's
   lease, so a duplicate finds the work done and does nothing).
-- Throttling (429 after azure-core's retries) or a secret another instance holds: the same message is
-  re-enqueued with a growing delay and this one is acknowledged — no worker sleeps, no dequeue is
-  spent. Other transient failures raise, so the host's dequeue count and poison queue apply.
+- Throttling (429 after azure-core's retries) or a secret another instance holds: the same message
+  (a scan's page too) is re-enqueued with attempt+1 and a growing delay and this one is acknowledged —
+  no worker sleeps, no dequeue is spent; after MAX_REQUEUES it raises. Other transient failures raise,
+  so the host's dequeue count and poison queue apply.
 - `event`: a Key Vault event delivered by Event Grid to a storage queue becomes a rotate message.
 - `poisoned`: a message the host gave up on is logged, counted and raised as an alert line.
 """
@@ -27,7 +29,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from ..errors import DomainError, SecretBusy, VaultCall, VaultThrottled, from_vault_error, vault_failures
+from ..errors import (
+    DomainError,
+    SecretBusy,
+    VaultCall,
+    VaultErrorCodes,
+    VaultThrottled,
+    from_vault_error,
+    vault_failures,
+)
 from ..settings import Settings
 from ..vault.versions import VersionInfo, utc_now
 from .messages import (
@@ -116,21 +126,23 @@ class Fanout:
             base = max(base, min(MAX_REQUEUE_DELAY, float(hint)))
         return float(base * self.rng.uniform(1.0, 1.2))
 
-    async def requeue(
-        self, queue: str, message: RotateMessage | CleanupMessage, exc: DomainError
-    ) -> StepResult:
+    async def requeue(self, queue: str, message: Message, exc: DomainError) -> StepResult:
         """Throttled or busy: the same operation later, with a delay; this delivery is done."""
         if message.attempt >= MAX_REQUEUES:
             raise exc  # the host's retries and then its poison queue take it from here
         delay = self.requeue_delay(message.attempt, exc.retry_after)
         await self.send(queue, replace(message, attempt=message.attempt + 1), delay)
+        details: dict[str, Any] = {"code": exc.code, "attempt": message.attempt + 1}
+        details["delaySeconds"] = round(delay, 1)
+        if isinstance(message, ScanMessage):
+            details.update(kind=message.kind, listing=message.listing, page=message.page)
         return StepResult(
             message.type,
             "Requeued",
             message.vault,
-            message.name,
-            message.op_id,
-            {"code": exc.code, "attempt": message.attempt + 1, "delaySeconds": round(delay, 1)},
+            getattr(message, "name", None),
+            getattr(message, "op_id", None),
+            details,
         ).log(logging.WARNING)
 
     # ------------------------------------------------------------ the timer
@@ -164,11 +176,9 @@ class Fanout:
         except vault_failures() as exc:
             error = from_vault_error(exc, VaultCall(None, "metadata"))
             if isinstance(error, VaultThrottled):
-                delay = self.requeue_delay(min(message.page, 3), error.retry_after)
-                await self.send(self.settings.scan_queue, message, delay)
-                return StepResult("scan", "Requeued", vault, details={"code": error.code}).log(
-                    logging.WARNING
-                )
+                return await self.requeue(self.settings.scan_queue, message, error)
+            if message.token is not None and VaultErrorCodes.of(exc).status == 400:
+                return await self.restart_listing(message, error)
             raise error from exc
         now, start = self.now(), self.unix()
         if message.kind == "rotation":
@@ -191,9 +201,9 @@ class Fanout:
         await self.send_all(queue, batch)
         following: ScanMessage | None = None
         if token:
-            following = replace(message, token=token, page=message.page + 1, next_slot=slot)
+            following = replace(message, token=token, page=message.page + 1, next_slot=slot, attempt=0)
         elif message.kind == "cleanup" and not deleted:
-            following = replace(message, listing="deleted", token=None, page=0, next_slot=slot)
+            following = replace(message, listing="deleted", token=None, page=0, next_slot=slot, attempt=0)
         if following is not None:
             await self.send(self.settings.scan_queue, following)
         return StepResult(
@@ -211,6 +221,25 @@ class Fanout:
                 "sweepId": message.sweep_id,
             },
         ).log()
+
+    async def restart_listing(self, message: ScanMessage, error: DomainError) -> StepResult:
+        """The vault refused the continuation token (400): list again from the first page, as Key Vault's
+        guidance advises. Work enqueued again for earlier pages has the same op ids, so it is a no-op."""
+        fresh = replace(message, token=None, page=0, attempt=0)
+        await self.send(self.settings.scan_queue, fresh)
+        return StepResult(
+            "scan",
+            "Restarted",
+            message.vault,
+            details={
+                "code": error.code,
+                "kind": message.kind,
+                "listing": message.listing,
+                "page": message.page,
+                "reason": "the vault rejected the continuation token; listing again from the first page",
+                "sweepId": message.sweep_id,
+            },
+        ).log(logging.WARNING)
 
     def _due_rotations(
         self, vault: str, settings: Settings, items: list[Any], now: datetime, scan: ScanMessage
@@ -276,6 +305,7 @@ class Fanout:
 
         vault = self.vault(message.vault)
         engine = await default_engine(vault)
+        engine.now = self.now  # the fan-out's clock decides, as it did for the scan
         request = RotationRequest(
             trigger="queue",
             expected_version=message.version if message.source == "event" else None,
@@ -320,6 +350,7 @@ class Fanout:
 
         vault = self.vault(message.vault)
         engine = await default_cleanup(vault)
+        engine.now = self.now  # the fan-out's clock decides, as it did for the scan
         calls = VaultCalls(
             limiters=process_limiters(vault), read_timeout=engine.settings.request_timeout_seconds
         )
@@ -376,7 +407,9 @@ class Fanout:
         event_id = str(event_id) if event_id is not None else None
         if event_type != NEAR_EXPIRY:
             await handle(event_type, data, subject=subject, event_id=event_id)  # alerts; the rest no-ops
-            return StepResult("event", "Handled", details={"eventType": event_type[:80], "eventId": event_id})
+            return StepResult(
+                "event", "Handled", details={"eventType": event_type[:80], "eventId": event_id}
+            ).log()
         try:
             parsed = parse_event(event_type, data, subject=subject, event_id=event_id)
         except EventError as exc:
