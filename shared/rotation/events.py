@@ -57,10 +57,23 @@ class KeyVaultEvent:
     version: str | None
     not_before: datetime | None
     expires_on: datetime | None
+    object_id: str | None = None  # https://{vault host}/secrets/{name}/{version}
 
     @property
     def is_secret(self) -> bool:
         return (self.object_type or "secret").lower() == "secret"
+
+    def vault_url(self, settings: Any) -> str | None:
+        """The configured vault this event is about: by the host of data.Id, else by data.VaultName; an event
+        naming neither is the only vault's. None: a vault this app is not configured for."""
+        from urllib.parse import urlparse
+
+        host = urlparse(self.object_id).netloc if self.object_id else ""
+        if host:
+            return settings.vault_named(host)  # type: ignore[no-any-return]
+        if self.vault_name:
+            return settings.vault_named(self.vault_name)  # type: ignore[no-any-return]
+        return settings.vault_url if len(settings.vault_urls) == 1 else None
 
 
 def parse_event(
@@ -96,6 +109,7 @@ def parse_event(
         version=str(version) if version else None,
         not_before=_epoch(_field(data, "NBF"), "NBF"),
         expires_on=_epoch(_field(data, "EXP"), "EXP"),
+        object_id=object_id if isinstance(object_id, str) and object_id.startswith("https://") else None,
     )
 
 
@@ -142,7 +156,19 @@ async def handle(
             parsed.name,
         )
         return
-    engine = await default_engine()
+    from ..settings import get_settings
+
+    vault = parsed.vault_url(get_settings())
+    if vault is None:
+        _log.warning(
+            "keyvault_events: ignoring event %s about '%s' in vault %s, which is not configured "
+            "(KEY_VAULT_URL, KEY_VAULT_URLS): subscribe only the app's vaults, or add this one",
+            event_id,
+            parsed.name,
+            str(parsed.vault_name or parsed.object_id or "?")[:120],
+        )
+        return
+    engine = await default_engine(vault)
     try:
         result = await engine.rotate(
             parsed.name,

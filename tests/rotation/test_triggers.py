@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlparse
 
 import azure.functions as func
 import pytest
@@ -19,10 +20,21 @@ pytestmark = pytest.mark.usefixtures("rotation_env")
 TAGS = {"ValidityPeriodDays": "60", "CredentialId": "svc"}
 
 
-def near_expiry(name: str, version: str, *, cloud: bool = False, event_type: str = "SecretNearExpiry") -> Any:
+def near_expiry(
+    name: str,
+    version: str,
+    *,
+    cloud: bool = False,
+    event_type: str = "SecretNearExpiry",
+    vault: str | None = None,
+) -> Any:
+    """A Key Vault event about `name` in `vault` (default: the configured vault), as Event Grid sends it."""
+    from shared.settings import get_settings
+
+    vault = vault or get_settings().vault_url
     data = {
-        "Id": f"https://kv.vault.azure.net/secrets/{name}/{version}",
-        "VaultName": "kv",
+        "Id": f"{vault}/secrets/{name}/{version}",
+        "VaultName": (urlparse(vault).hostname or "").split(".")[0],
         "ObjectType": "Secret",
         "ObjectName": name,
         "Version": version,
@@ -265,6 +277,35 @@ async def test_a_timer_run_without_a_setting_logs_which_one_to_fix(
             await timer_function(TimerRequest(past_due=False))
         errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
         assert any("KEY_VAULT_URL" in m and "Fix the app setting" in m for m in errors), errors
+
+
+async def test_an_event_reaches_the_vault_it_names_and_one_for_another_vault_changes_nothing(
+    kv_client: Any, vault_control: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two configured vaults (the local vault's two loopback names): the event's data.Id picks the client;
+    an event about a vault the app is not configured for is logged and acknowledged without a vault call
+    (before, it rotated the default vault's secret of the same name)."""
+    from shared.keyvault import get_secret_client
+    from shared.settings import get_settings
+
+    first = get_settings().vault_url
+    second = first.replace("localhost", "127.0.0.1")
+    monkeypatch.setenv("KEY_VAULT_URLS", second)
+    get_settings.cache_clear()
+    now = datetime.now(UTC)
+    [due] = await seed(
+        kv_client, [dict(name="ev-two", value="x", tags=TAGS, expires_on=now + timedelta(days=20))]
+    )
+    before = vault_control.stats()["total"]
+    await events.keyvault_events(
+        near_expiry("ev-two", due.properties.version, vault="https://other.vault.azure.net")
+    )
+    assert vault_control.stats()["total"] == before and "not configured" in caplog.text
+    await (
+        await get_secret_client(first)
+    ).close()  # only a rotation through the second vault's client can work
+    await events.keyvault_events(near_expiry("ev-two", due.properties.version, vault=second))
+    assert len(await versions_of(await get_secret_client(second), "ev-two")) == 2
 
 
 async def test_an_event_naming_no_valid_secret_is_ignored_without_a_vault_call(
