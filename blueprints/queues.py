@@ -54,3 +54,9 @@ async def fanout_scan_poison(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name="%FANOUT_CLEANUP_QUEUE%-poison", connection=CONNECTION)
 async def fanout_cleanup_poison(msg: func.QueueMessage) -> None:
     await fanout.poisoned("cleanup", msg.get_body(), msg.dequeue_count)
+
+
+@bp.function_name("fanout_events_poison")
+@bp.queue_trigger(arg_name="msg", queue_name="%FANOUT_EVENTS_QUEUE%-poison", connection=CONNECTION)
+async def fanout_events_poison(msg: func.QueueMessage) -> None:
+    await fanout.poisoned("events", msg.get_body(), msg.dequeue_count)

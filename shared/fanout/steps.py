@@ -459,9 +459,12 @@ class Fanout:
         POISONED[queue] += 1
         details: dict[str, Any] = {"queue": queue, "dequeueCount": dequeue_count}
         try:
-            message = decode(body)
-            details.update(type=message.type, vault=message.vault, name=getattr(message, "name", None))
-            details["opId"] = getattr(message, "op_id", None)
+            if queue == "events":
+                details.update(_event_summary(body))
+            else:
+                message = decode(body)
+                details.update(type=message.type, vault=message.vault, name=getattr(message, "name", None))
+                details["opId"] = getattr(message, "op_id", None)
         except MessageError as exc:
             details["unreadable"] = str(exc)
         record = {"alert": "MessagePoisoned", **{k: v for k, v in details.items() if v is not None}}
@@ -469,6 +472,31 @@ class Fanout:
         return StepResult(
             "poison", "Poisoned", details.get("vault"), details.get("name"), details.get("opId")
         )
+
+
+def _event_summary(body: str | bytes) -> dict[str, Any]:
+    """What a poisoned Key Vault event was about (an event carries names and versions, never a value)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise MessageError("the event is not JSON") from None
+    if isinstance(document, list) and len(document) == 1:
+        document = document[0]
+    if not isinstance(document, Mapping):
+        raise MessageError("the event must be a JSON object (Event Grid or CloudEvents schema)")
+    raw = document.get("data")
+    data: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+
+    def text(value: Any) -> str | None:
+        return str(value)[:200] if isinstance(value, (str, int, float)) and str(value).strip() else None
+
+    return {
+        "type": "event",
+        "eventType": text(document.get("eventType") or document.get("type")),
+        "eventId": text(document.get("id")),
+        "vault": text(data.get("VaultName") or data.get("vaultName")),
+        "name": text(data.get("ObjectName") or data.get("objectName") or document.get("subject")),
+    }
 
 
 async def default_fanout() -> Fanout:

@@ -601,6 +601,21 @@ async def test_a_poisoned_message_is_one_alert_line_naming_its_work(
         assert text in alert.getMessage()
 
     caplog.clear()
+    event = near_expiry(settings.vault_url, "evt-poisoned", "c" * 32, cloud=True)
+    fanout.poisoned("events", json.dumps([event]), dequeue_count=5)
+    [alert] = [r for r in caplog.records if r.name == "secrets.alert"]
+    assert alert.alert == {  # type: ignore[attr-defined]
+        "alert": "MessagePoisoned",
+        "queue": "events",
+        "dequeueCount": 5,
+        "type": "event",
+        "eventType": "Microsoft.KeyVault.SecretNearExpiry",
+        "eventId": event["id"],
+        "vault": "localhost",
+        "name": "evt-poisoned",
+    }
+
+    caplog.clear()
     fanout.poisoned("scan", b"\xff not a message", dequeue_count=None)
     [unreadable] = [r for r in caplog.records if r.name == "secrets.alert"]
     assert "UTF-8" in unreadable.alert["unreadable"]  # type: ignore[attr-defined]
@@ -945,8 +960,8 @@ async def test_the_timers_in_queue_mode_enqueue_scans_and_the_queue_functions_fi
 ) -> None:
     """Azurite, in process, through the blueprints: the rotation timer (SWEEP_MODE=queue) only enqueues a
     scan message (no vault call); fanout_scan and fanout_rotate, called with func.QueueMessage as the host
-    calls them, rotate the due secret; the cleanup timer enqueues a cleanup scan; a poison function
-    writes the alert line."""
+    calls them, rotate the due secret; the cleanup timer enqueues a cleanup scan; fanout_events turns an
+    event into a rotate message; the poison functions (events' too) write the alert line."""
     import azure.functions as func
     from azure.functions.timer import TimerRequest
 
@@ -977,11 +992,18 @@ async def test_the_timers_in_queue_mode_enqueue_scans_and_the_queue_functions_fi
     [cleanup_scan] = await drain(storage, settings.scan_queue)
     assert decode(cleanup_scan).kind == "cleanup"  # type: ignore[union-attr]
 
+    event = near_expiry(settings.vault_url, "tm-fresh", "f" * 32)
+    await queues.fanout_events(func.QueueMessage(body=json.dumps(event).encode()))
+    [from_event] = [decode(b) for b in await drain(storage, settings.rotate_queue)]
+    assert (from_event.name, from_event.source) == ("tm-fresh", "event")  # type: ignore[union-attr]
+
+    await queues.fanout_events_poison(func.QueueMessage(body=json.dumps(event).encode()))
+    alerts = [getattr(r, "alert", {}) for r in caplog.records if r.name == "secrets.alert"]
+    [event_alert] = [a for a in alerts if a.get("queue") == "events"]
+    assert event_alert["name"] == "tm-fresh" and event_alert["eventType"].endswith("SecretNearExpiry")
     await queues.fanout_rotate_poison(func.QueueMessage(body=rotations[0].encode()))
-    assert any(
-        getattr(r, "alert", {}).get("alert") == "MessagePoisoned" and r.alert["name"] == "tm-due"  # type: ignore[attr-defined]
-        for r in caplog.records
-    )
+    alerts = [getattr(r, "alert", {}) for r in caplog.records if r.name == "secrets.alert"]
+    assert [a["name"] for a in alerts if a.get("queue") == "rotate"] == ["tm-due"]
     secret_values.register((await client.get_secret("tm-due")).value)
     assert_value_free([scan, cleanup_scan, *rotations], secret_values)
 
