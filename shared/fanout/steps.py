@@ -359,7 +359,13 @@ class Fanout:
         if message.action == "tidy":
             await engine._revoke_superseded(calls, message.name, False, record)
         elif message.action == "expire":
-            history = await read_history(calls, engine.client, message.name)
+            try:
+                history = await read_history(calls, engine.client, message.name)
+            except vault_failures() as exc:  # the re-check's read: throttling re-enqueues like the rest
+                error = from_vault_error(exc, VaultCall(message.name, "metadata"))
+                if isinstance(error, VaultThrottled):
+                    return await self.requeue(self.settings.cleanup_queue, message, error)
+                raise error from exc
             current = history.latest
             planned = plan_expired_delete(current, engine.now(), engine.settings) if current else None
             if planned is not None:  # re-checked: a secret rewritten since the scan is not deleted

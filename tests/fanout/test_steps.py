@@ -570,6 +570,66 @@ async def test_a_throttled_scan_is_requeued_with_its_token_and_then_raised(
     assert_value_free([s.body for s in outbox.sent], secret_values)
 
 
+async def test_a_throttled_cleanup_is_requeued_and_then_raised(
+    one_retry: None,
+    client: Any,
+    settings: Any,
+    vault_control: Any,
+    vault_clock: Any,
+    secret_values: SecretValues,
+    sleeps: list[float],
+) -> None:
+    """Recording. A tidy's history read, an expire's re-check and its delete answer 429: each message comes
+    back with attempt+1 (no exception, no sleep); at MAX_REQUEUES it raises; once the vault recovers, the
+    requeued expire message soft-deletes the secret."""
+    from shared.errors import VaultThrottled
+    from shared.fanout import CleanupMessage
+
+    long_ago = vault_clock.now() - timedelta(days=40)
+    tags = {**OWNED, "CleanupDeleteExpired": "true"}
+    await seed(
+        client,
+        [
+            dict(name="exp-hot", value=secret_values.new(), tags=tags, expires_on=long_ago),
+            dict(name="tidy-hot", value=secret_values.new(), tags=DUE),
+        ],
+    )
+    outbox = RecordingOutbox()
+    fanout = make_fanout(settings, outbox, now=vault_clock.now)
+
+    def message(name: str, action: str, attempt: int = 0) -> Any:
+        op = operation_id(settings.vault_url, name, None, f"cleanup-{action}")
+        return CleanupMessage(vault=settings.vault_url, name=name, action=action, op_id=op, attempt=attempt)  # type: ignore[arg-type]
+
+    vault_control.set_faults("GetSecretVersions", 429, rate=1.0, retry_after=0.05)
+    for name, action in (("tidy-hot", "tidy"), ("exp-hot", "expire")):
+        result = await fanout.handle("cleanup", encode(message(name, action)))
+        assert (result.outcome, result.name, result.details["attempt"]) == ("Requeued", name, 1)
+    with pytest.raises(VaultThrottled):
+        await fanout.handle("cleanup", encode(message("exp-hot", "expire", MAX_REQUEUES)))
+    vault_control.clear_faults()
+    vault_control.set_faults("DeleteSecret", 429, rate=1.0, retry_after=0.05)
+    result = await fanout.handle("cleanup", encode(message("exp-hot", "expire", 1)))
+    assert (result.outcome, result.details["attempt"]) == ("Requeued", 2)
+    vault_control.clear_faults()
+
+    sent = outbox.on(settings.cleanup_queue)
+    assert [(m.name, m.attempt) for m in map(decode, (s.body for s in sent))] == [  # type: ignore[attr-defined]
+        ("tidy-hot", 1),
+        ("exp-hot", 1),
+        ("exp-hot", 2),
+    ]
+    for entry, attempt in zip(sent, (0, 0, 1), strict=True):
+        low, high = expected_delay(attempt)
+        assert low <= entry.delay <= high, entry
+    assert [d.name async for d in client.list_deleted_secrets()] == []
+    done = await fanout.handle("cleanup", sent[-1].body)
+    assert done.outcome == "Done" and done.details["steps"] == {"DeleteExpired:Done": 1}
+    assert [d.name async for d in client.list_deleted_secrets()] == ["exp-hot"]
+    assert max(sleeps) < 1.0
+    assert_value_free([s.body for s in outbox.sent], secret_values)
+
+
 # ---------------------------------------------------------------------------------------------- 5
 
 
