@@ -630,6 +630,79 @@ async def test_a_throttled_cleanup_is_requeued_and_then_raised(
     assert_value_free([s.body for s in outbox.sent], secret_values)
 
 
+async def test_a_secret_another_instance_holds_is_requeued_not_waited_for(
+    fan_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, secret_values: SecretValues
+) -> None:
+    """Recording, the blob lease on Azurite. Another instance holds the secret's lease past
+    ROTATION_LOCK_WAIT_SECONDS: the rotate and the tidy message come back later (SecretBusy, the lease's
+    length as the delay hint for the rotation), nothing is written, the delivery is acknowledged."""
+    from azure.storage.blob.aio import BlobServiceClient
+
+    from shared.fanout import CleanupMessage
+    from shared.keyvault import get_secret_client
+    from shared.locks import LOCK_CONTAINER, BlobLeaseLock
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("ROTATION_LOCK_WAIT_SECONDS", "0.2")
+    get_settings.cache_clear()
+    settings = get_settings()
+    client = await get_secret_client()
+    [old] = await seed(
+        client,
+        [
+            dict(
+                name="held",
+                value=secret_values.new(),
+                tags=DUE,
+                expires_on=datetime.now(UTC) + timedelta(days=3),
+            )
+        ],
+    )
+    version = old.properties.version
+    rotate = RotateMessage(
+        vault=settings.vault_url,
+        name="held",
+        op_id=operation_id(settings.vault_url, "held", version, "rotate"),
+        version=version,
+    )
+    tidy = CleanupMessage(
+        vault=settings.vault_url,
+        name="held",
+        action="tidy",
+        op_id=operation_id(settings.vault_url, "held", version, "cleanup-tidy"),
+        version=version,
+    )
+    outbox = RecordingOutbox()
+    fanout = make_fanout(settings, outbox)
+    service = BlobServiceClient.from_connection_string(fan_env["AzureWebJobsStorage"])
+    try:
+        other = BlobLeaseLock(service.get_container_client(LOCK_CONTAINER), wait_seconds=0.2)
+        async with other.hold("held"):
+            rotated = await fanout.handle("rotate", encode(rotate))
+            tidied = await fanout.handle("cleanup", encode(tidy))
+    finally:
+        await service.close()
+    assert (rotated.outcome, rotated.details["code"], rotated.details["attempt"]) == (
+        "Requeued",
+        "SecretBusy",
+        1,
+    )
+    assert (tidied.outcome, tidied.details["code"], tidied.details["attempt"]) == (
+        "Requeued",
+        "SecretBusy",
+        1,
+    )
+    [again] = outbox.on(settings.rotate_queue)
+    assert decode(again.body) == RotateMessage(**{**rotate.__dict__, "attempt": 1})
+    assert 30.0 <= again.delay <= 36.0  # the lease's length: it is free by then at the latest
+    [tidy_again] = outbox.on(settings.cleanup_queue)
+    assert decode(tidy_again.body).attempt == 1  # type: ignore[union-attr]
+    assert len(await versions_of(client, "held")) == 1
+    assert (await fanout.handle("rotate", again.body)).outcome == "Rotated"  # once the lease is free
+    secret_values.register((await client.get_secret("held")).value)
+    assert_value_free([s.body for s in outbox.sent], secret_values)
+
+
 # ---------------------------------------------------------------------------------------------- 5
 
 
