@@ -54,7 +54,7 @@ APP_SETTINGS = {
     "LOCALDEV_QUEUE_VISIBILITY_SECONDS": "4",
     "ROTATION_LOCK": "auto",  # the blob lease: AzureWebJobsStorage is set
     "ROTATION_LOCK_WAIT_SECONDS": "40",
-    "FANOUT_CREATES_PER_SECOND": "10",  # 20 due per vault spread over 2 s: the kill lands mid-run
+    "FANOUT_CREATES_PER_SECOND": "4",  # 20 due per vault spread over 5 s: the kill lands mid-run
 }
 WORK_QUEUES = ("kv-scan", "kv-rotate")
 POISON_QUEUES = ("kv-scan-poison", "kv-rotate-poison")
