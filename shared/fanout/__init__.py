@@ -22,7 +22,22 @@ async def handle(step: str, body: str | bytes) -> dict[str, Any]:
 
 
 async def poisoned(queue: str, body: str | bytes, dequeue_count: int | None = None) -> dict[str, Any]:
-    return (await default_fanout()).poisoned(queue, body, dequeue_count).to_dict()
+    """A poison copy: the alert line and count (Fanout.poisoned), then the metric and a notification."""
+    from .. import telemetry
+
+    fan = await default_fanout()
+    result = fan.poisoned(queue, body, dequeue_count)
+    settings = fan.settings
+    names = {"scan": settings.scan_queue, "rotate": settings.rotate_queue, "cleanup": settings.cleanup_queue}
+    await telemetry.poisoned(
+        names.get(queue, settings.events_queue),
+        message_id=result.op_id,
+        dequeue_count=dequeue_count,
+        secret=result.name,
+        reason=f"a {queue} message failed {dequeue_count or '?'} times and is in the poison queue",
+        settings=settings.for_vault(result.vault) if result.vault in settings.vault_urls else settings,
+    )
+    return result.to_dict()
 
 
 __all__ = [

@@ -34,8 +34,11 @@ class Outbox(Protocol):
 class StorageOutbox:
     """Sends through azure-storage-queue's aio clients, one per queue, built lazily."""
 
-    def __init__(self, service: Any) -> None:
-        self._service = service
+    def __init__(self, service: Any | Callable[[], Any]) -> None:
+        # a client, or a factory of one: built on the first send, so a step that sends nothing (a poison copy)
+        # needs no storage configured
+        self._service: Any = None if callable(service) else service
+        self._factory: Callable[[], Any] | None = service if callable(service) else None
         self._queues: dict[str, Any] = {}
         self._created: dict[str, asyncio.Future[None]] = {}
         self.sent = 0
@@ -44,6 +47,8 @@ class StorageOutbox:
         if name not in self._queues:
             from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 
+            if self._service is None and self._factory is not None:
+                self._service = self._factory()
             self._queues[name] = self._service.get_queue_client(
                 name,
                 message_encode_policy=TextBase64EncodePolicy(),
@@ -81,7 +86,8 @@ class StorageOutbox:
     async def close(self) -> None:
         for client in self._queues.values():
             await client.close()
-        await self._service.close()
+        if self._service is not None:
+            await self._service.close()
 
 
 def queue_service(settings: Settings) -> Any:
@@ -111,7 +117,7 @@ def process_outbox(settings: Settings) -> StorageOutbox:
     global _outbox
     loop_id = id(asyncio.get_running_loop())
     if _outbox is None or _outbox[0] != loop_id:
-        _outbox = (loop_id, StorageOutbox(queue_service(settings)))
+        _outbox = (loop_id, StorageOutbox(lambda: queue_service(settings)))
     return _outbox[1]
 
 

@@ -420,11 +420,11 @@ class Fanout:
             parsed = parse_event(event_type, data, subject=subject, event_id=event_id)
         except EventError as exc:
             raise MessageError(str(exc)) from None
-        vault = self.settings.vault_named(parsed.vault_name) if parsed.vault_name else None
-        if vault is None and not parsed.vault_name and len(self.settings.vault_urls) == 1:
-            vault = self.settings.vault_url
+        vault = parsed.vault_url(self.settings)  # by data.Id's host, else data.VaultName (as keyvault_events)
         if vault is None:
-            raise MessageError("data.VaultName names no configured vault (KEY_VAULT_URL, KEY_VAULT_URLS)")
+            raise MessageError(
+                "data.Id/data.VaultName names no configured vault (KEY_VAULT_URL, KEY_VAULT_URLS)"
+            )
         if not parsed.version:
             return StepResult("event", "NoVersion", vault, parsed.name).log(logging.WARNING)
         message = RotateMessage(

@@ -288,6 +288,23 @@ async def test_poisoned_messages_are_counted_and_notified(otel: Otel, notify_env
     assert hook.json["data"]["detail"] == {"queue": "kv-rotate", "messageId": "m-1", "dequeueCount": 5}
 
 
+async def test_the_poison_queue_functions_count_and_notify(otel: Otel, notify_env: Receiver) -> None:
+    """blueprints.queues' poison function → shared.fanout.poisoned → the metric and one notification."""
+    from azure.functions.queue import QueueMessage  # the worker's concrete type (it carries dequeue_count)
+
+    from blueprints.queues import fanout_rotate_poison
+    from shared.fanout import RotateMessage, encode
+    from shared.settings import get_settings
+
+    vault = get_settings().vault_url
+    body = encode(RotateMessage(vault=vault, name="app-poisoned", op_id="d" * 32, version="e" * 32))
+    await fanout_rotate_poison(QueueMessage(id="q-1", body=body.encode(), dequeue_count=5))
+    assert otel.total(METRICS["poisoned"], queue="kv-rotate") == 1
+    [hook] = notify_env.on("webhook")
+    assert hook.json["type"] == "kvrotator.queue.poisoned" and hook.json["data"]["secret"] == "app-poisoned"
+    assert hook.json["data"]["detail"] == {"queue": "kv-rotate", "messageId": "d" * 32, "dequeueCount": 5}
+
+
 async def test_a_sweep_announces_unrotated_expiry_once_and_the_digest_once_a_day(
     hooked: None,
     notify_env: Receiver,
