@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ..validation import NAME_PATTERN
@@ -33,6 +34,15 @@ def operation_id(vault_url: str, name: str, version: str | None, kind: str) -> s
     """The id of one unit of work: the same vault, secret, replaced version and kind give the same id."""
     key = "|".join((vault_url.rstrip("/").lower(), name.lower(), version or "", kind))
     return uuid.uuid5(_NAMESPACE, key).hex
+
+
+def listed_version(version: str | None, updated: datetime | None) -> str | None:
+    """What names the version a listing shows, for operation_id: Key Vault lists a secret without its
+    version id, so then the current version's `updated` time stands in (it changes with every new version
+    and every property change, so a later sweep is a new operation and a duplicate of this one is not)."""
+    if version:
+        return version
+    return f"updated:{updated.astimezone(UTC).isoformat(timespec='microseconds')}" if updated else None
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from .messages import (
     ScanMessage,
     decode,
     encode,
+    listed_version,
     operation_id,
 )
 from .queues import Outbox
@@ -256,7 +257,9 @@ class Fanout:
                 RotateMessage(
                     vault=vault,
                     name=info.name,
-                    op_id=operation_id(vault, info.name, info.version, "rotate"),
+                    op_id=operation_id(
+                        vault, info.name, listed_version(info.version, info.updated), "rotate"
+                    ),
                     version=info.version,
                     sweep_id=scan.sweep_id,
                 )
@@ -291,7 +294,12 @@ class Fanout:
                     vault=vault,
                     name=name,
                     action=action,  # type: ignore[arg-type]
-                    op_id=operation_id(vault, name, version, f"cleanup-{action}"),
+                    op_id=operation_id(
+                        vault,
+                        name,
+                        listed_version(version, getattr(item, "updated_on", None)),
+                        f"cleanup-{action}",
+                    ),
                     version=version,
                     sweep_id=scan.sweep_id,
                 )

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from localdev.fleet import Fleet, FleetConfig, HostProcess, start_fleet
-from shared.fanout.messages import RotateMessage, encode, operation_id
+from shared.fanout.messages import RotateMessage, encode, listed_version, operation_id
 from shared.vault.versions import TAG_OPERATION, TAG_PREVIOUS
 from tests.fanout.conftest import require_azurite
 from tests.fixtures.eventually import eventually
@@ -101,18 +101,19 @@ async def _vault_client(fleet: Fleet, url: str, monkeypatch: pytest.MonkeyPatch)
 
 
 async def _snapshot(client: Any) -> dict[str, list[Any]]:
-    """Every secret's versions (properties), oldest first; the first carries `listed_version`, the version
-    the list call gives (what a scan sees: Key Vault lists secrets without their version)."""
+    """Every secret's versions (properties), oldest first; the first carries `listed_version`, what the
+    scan's op id names it by (Key Vault lists secrets without their version: the `updated` time stands in)."""
     from shared.vault.versions import VersionInfo
 
     listed = {
-        p.name: VersionInfo.from_properties(p).version async for p in client.list_properties_of_secrets()
+        p.name: listed_version(VersionInfo.from_properties(p).version, p.updated_on)
+        async for p in client.list_properties_of_secrets()
     }
     found = {}
-    for name, listed_version in listed.items():
+    for name, as_listed in listed.items():
         versions = [v async for v in client.list_properties_of_secret_versions(name)]
         versions.sort(key=lambda v: (v.created_on, v.version))
-        versions[0].listed_version = listed_version
+        versions[0].listed_version = as_listed
         found[name] = versions
     return found
 

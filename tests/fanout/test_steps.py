@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 
 from shared.fanout import POISONED, Fanout, MessageError, RotateMessage, ScanMessage, decode, encode
-from shared.fanout.messages import operation_id
+from shared.fanout.messages import listed_version, operation_id
 from shared.fanout.steps import MAX_REQUEUE_DELAY, MAX_REQUEUES
 from tests.fixtures.app import SecretValues
 from tests.fixtures.rotation import seed, versions_of
@@ -281,11 +281,16 @@ async def test_a_scan_lists_one_page_per_message_and_paces_the_due_rotations_acr
     messages = [decode(s.body) for s in rotations]
     assert [m.name for m in messages] == due  # listing order, each once, nothing that is not due
     assert [s.delay for s in rotations] == pytest.approx([i / rate for i in range(len(due))])
-    current = {p.name: p.version async for p in client.list_properties_of_secrets()}
+    current = {p.name: p async for p in client.list_properties_of_secrets()}
     for message in messages:
         assert isinstance(message, RotateMessage) and message.source == "sweep"
-        assert message.version == current[message.name]
-        assert message.op_id == operation_id(settings.vault_url, message.name, message.version, "rotate")
+        listed = current[message.name]
+        assert message.version == listed.version
+        # the version it replaces, as the listing names it (Key Vault lists no version: `updated` stands in)
+        replaced = listed_version(listed.version, listed.updated_on)
+        assert replaced and message.op_id == operation_id(
+            settings.vault_url, message.name, replaced, "rotate"
+        )
     assert_value_free([s.body for s in outbox.sent], secret_values)
 
 
