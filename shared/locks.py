@@ -10,11 +10,12 @@ costs a no-op, never a second version.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
@@ -32,6 +33,20 @@ LEASE_STORE_RETRY: dict[str, Any] = {
     "retry_total": 2,
     "random_jitter_range": 1,
 }
+
+
+# A caller that has a better thing to do than wait for a name another instance holds (a queue step re-enqueues
+# its message) bounds the wait for the calls it makes: `with waiting_at_most(2): ...`.
+WAIT_AT_MOST: contextvars.ContextVar[float | None] = contextvars.ContextVar("lock_wait_at_most", default=None)
+
+
+@contextmanager
+def waiting_at_most(seconds: float) -> Iterator[None]:
+    token = WAIT_AT_MOST.set(seconds)
+    try:
+        yield
+    finally:
+        WAIT_AT_MOST.reset(token)
 
 
 class DistributedLock(Protocol):
@@ -139,7 +154,8 @@ class BlobLeaseLock:
         from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
         from azure.storage.blob.aio import BlobLeaseClient
 
-        deadline = time.monotonic() + self.wait_seconds
+        bound = WAIT_AT_MOST.get()
+        deadline = time.monotonic() + (self.wait_seconds if bound is None else min(bound, self.wait_seconds))
         delay = self.poll_seconds
         created = False
         while True:
@@ -260,7 +276,9 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
         assert settings.storage_connection_string is not None
         service = BlobServiceClient.from_connection_string(settings.storage_connection_string, **options)
     lock = BlobLeaseLock(
-        service.get_container_client(LOCK_CONTAINER), wait_seconds=settings.rotation_lock_wait_seconds
+        service.get_container_client(LOCK_CONTAINER),
+        lease_seconds=settings.rotation_lease_seconds,
+        wait_seconds=settings.rotation_lock_wait_seconds,
     )
     _lease = (loop_id, lock, service, credential)
     return lock

@@ -70,6 +70,7 @@ class Settings:
     # Serialization of rotations across instances: a blob lease per secret name in AzureWebJobsStorage.
     rotation_lock: RotationLock = "auto"
     rotation_lock_wait_seconds: float = 20.0
+    rotation_lease_seconds: int = 30
     storage_connection_string: str | None = None
     storage_blob_uri: str | None = None
     # The identity of identity-based AzureWebJobsStorage, as the host reads it (may differ from Key Vault's).
@@ -345,7 +346,18 @@ SETTINGS: tuple[Setting, ...] = (
         "rotation_lock_wait_seconds",
         "number",
         _D.rotation_lock_wait_seconds,
-        "Wait for a name another instance holds, then `SecretBusy` (HTTP) or `Deferred` (sweep).",
+        "Wait for a name another instance holds, then `SecretBusy` (HTTP) or `Deferred` (sweep); queue steps "
+        "wait at most 2 s and re-enqueue.",
+    ),
+    Setting(
+        "ROTATION_LEASE_SECONDS",
+        "rotation_lease_seconds",
+        "count",
+        _D.rotation_lease_seconds,
+        "Duration of a rotation's blob lease, renewed every third of it while held: an instance that dies "
+        "frees its names within this time (15-60, Azure's bounds).",
+        minimum=15,
+        maximum=60,
     ),
     Setting(
         "CLEANUP_KEEP_VERSIONS",

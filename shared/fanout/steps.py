@@ -38,6 +38,7 @@ from ..errors import (
     from_vault_error,
     vault_failures,
 )
+from ..locks import waiting_at_most
 from ..settings import Settings
 from ..vault.versions import VersionInfo, utc_now
 from .messages import (
@@ -61,6 +62,7 @@ MAX_REQUEUES = 12  # throttled/busy re-enqueues of one message before it goes th
 MAX_REQUEUE_DELAY = 300.0
 CLEANUPS_PER_SECOND = 100.0  # cleanup is "other transactions" (4,000/10 s): 2-3 per secret
 SEND_CONCURRENCY = 16
+LOCK_WAIT_SECONDS = 2.0  # for a name another instance holds, before the message is re-enqueued
 
 POISONED: Counter[str] = Counter()  # per queue, in this process (the alert lines are the durable record)
 
@@ -321,7 +323,9 @@ class Fanout:
             operation_id=message.op_id,
         )
         try:
-            result = await engine.rotate(message.name, request)
+            # a held name: re-enqueue, not a listener slot spent waiting
+            with waiting_at_most(LOCK_WAIT_SECONDS):
+                result = await engine.rotate(message.name, request)
         except (VaultThrottled, SecretBusy) as exc:
             return await self.requeue(self.settings.rotate_queue, message, exc)
         except DomainError as exc:
@@ -351,6 +355,10 @@ class Fanout:
     # ------------------------------------------------------------ cleanup
 
     async def cleanup(self, message: CleanupMessage) -> StepResult:
+        with waiting_at_most(LOCK_WAIT_SECONDS):  # a held name: re-enqueue, not a slot spent waiting
+            return await self._cleanup(message)
+
+    async def _cleanup(self, message: CleanupMessage) -> StepResult:
         from ..cleanup import CleanupAction, CleanupOutcome, CleanupStep, default_cleanup, plan_expired_delete
         from ..errors import transient_codes
         from ..vault.calls import VaultCalls, process_limiters

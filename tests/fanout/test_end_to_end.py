@@ -11,9 +11,10 @@ seeded choices: as in tests/rotation/test_chaos.py, an exhausted call is then a 
 failed message is delivered again (up to maxDequeueCount) anyway, so the outcome is certain.
 
 The killed host leaves behind messages it had received (invisible for the receive visibility, which
-LOCALDEV_QUEUE_VISIBILITY_SECONDS shortens from 600 s to 4 s) and blob leases it held (30 s, Azure's
-fixed range is 15-60 s; ROTATION_LOCK_WAIT_SECONDS=40 lets the next holder wait for them instead of
-re-enqueueing for another 30 s). Those leases bound the run's length: ~20-30 s after the kill.
+LOCALDEV_QUEUE_VISIBILITY_SECONDS shortens from 600 s to 4 s) and blob leases it held
+(ROTATION_LEASE_SECONDS=15, Azure's minimum). A surviving host that meets a held name waits at most 2 s
+and re-enqueues the message for after the lease (SecretBusy's retry-after), so no listener slot is spent
+waiting; those leases bound the run's length: ~15-20 s after the kill.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ FAULTS = [
 APP_SETTINGS = {
     "LOCALDEV_QUEUE_VISIBILITY_SECONDS": "4",
     "ROTATION_LOCK": "auto",  # the blob lease: AzureWebJobsStorage is set
-    "ROTATION_LOCK_WAIT_SECONDS": "40",
+    "ROTATION_LEASE_SECONDS": "15",  # a killed host's names are free again after 15 s
     "FANOUT_CREATES_PER_SECOND": "4",  # 20 due per vault spread over 5 s: the kill lands mid-run
 }
 WORK_QUEUES = ("kv-scan", "kv-rotate")

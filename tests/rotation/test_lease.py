@@ -152,3 +152,23 @@ async def test_an_unreachable_lock_store_is_a_503_that_says_what_to_check(
     assert answer.status == 503 and answer.error["code"] == "LockUnavailable"
     assert "AzureWebJobsStorage" in answer.error["message"] and "ROTATION_LOCK=off" in answer.error["message"]
     assert len(await versions_of(kv_client, "no-store")) == 1
+
+
+async def test_a_queue_step_bounds_the_wait_for_a_held_name_and_the_lease_lasts_as_set(
+    storage: list[Any],
+) -> None:
+    """waiting_at_most (what the fan-out's steps use) cuts a 60 s wait for a held name to its bound, and
+    SecretBusy's retry-after is the lease duration (ROTATION_LEASE_SECONDS): when the name is free again."""
+    from shared.errors import SecretBusy
+    from shared.locks import waiting_at_most
+
+    other = BlobLeaseLock(storage[1].get_container_client(LOCK_CONTAINER), lease_seconds=15)
+    mine = BlobLeaseLock(storage[0].get_container_client(LOCK_CONTAINER), lease_seconds=15, wait_seconds=60)
+    async with other.hold("held-elsewhere"):
+        async with asyncio.timeout(10):  # unbounded, this would wait 60 s and fail here
+            with waiting_at_most(0.3), pytest.raises(SecretBusy) as busy:
+                async with mine.hold("held-elsewhere"):
+                    pass
+    assert busy.value.retry_after == 15
+    blob = storage[0].get_container_client(LOCK_CONTAINER).get_blob_client("held-elsewhere")
+    assert (await blob.get_blob_properties()).lease.state == "available"
