@@ -282,7 +282,7 @@ class QueueListener:
     processed: int = 0  # deleted after success
     released: int = 0  # failed, made visible again after visibilityTimeout
     poisoned: int = 0
-    receives: int = 0  # receive calls made
+    receives: int = 0  # GetMessages requests answered
     renewals: int = 0  # visibility renewals that succeeded
     in_flight_peak: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -294,6 +294,9 @@ class QueueListener:
 
     def notify(self) -> None:
         self._wake.set()
+
+    def _count_receive(self, response: Any) -> None:
+        self.receives += 1  # GetMessages requests that reached the service (a test checks one per poll)
 
     @property
     def in_flight(self) -> int:
@@ -344,16 +347,18 @@ class QueueListener:
                 except ResourceExistsError:  # already there (the SDK raises it on a 204 or a 409)
                     pass
                 self._error = "exists"
-            self.receives += 1
-            batch = [
-                m
-                async for m in self._queue.receive_messages(
-                    messages_per_page=self.options.batch_size,
-                    max_messages=self.options.batch_size,
-                    visibility_timeout=int(self.receive_visibility),
-                    retry_connect=0,
-                )
-            ]
+            # One GetMessages per poll, as the host's ReceiveMessagesAsync: the SDK's iterator would
+            # ask again until the queue answers empty, holding the first messages back meanwhile.
+            pages = self._queue.receive_messages(
+                messages_per_page=self.options.batch_size,
+                visibility_timeout=int(self.receive_visibility),
+                retry_connect=0,
+                raw_response_hook=self._count_receive,
+            ).by_page()
+            try:
+                batch = [m async for m in await pages.__anext__()]
+            except StopAsyncIteration:  # the queue answered no message
+                batch = []
         except ServiceRequestError:  # nothing listens there: one error per connection, then quiet
             self._error = "unreachable"
             if self.reachability is not None:

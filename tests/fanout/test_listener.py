@@ -345,7 +345,9 @@ async def test_an_empty_queue_is_polled_with_growing_backoff_and_notify_cuts_it_
         listener.notify()
         await eventually(lambda: listener.processed == 1)
         assert got == [b"wake"] and clock.now() == frozen  # no sleep had to pass
-        await eventually(lambda: backoff_sleeps(clock)[-1] == pytest.approx(0.1))  # found: back to 100 ms
+        # found: back to 100 ms after one more (empty) poll
+        await eventually(lambda: backoff_sleeps(clock)[-1] == pytest.approx(0.1) and clock.sleeping == 1)
+        assert listener.receives == 11  # one GetMessages found the message: the SDK's pager is not drained
     finally:
         await listener.stop()
 
