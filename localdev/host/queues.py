@@ -23,6 +23,7 @@ A function whose connection or queue name cannot be resolved is "in error" (logg
 `QueueService.errors`); the other functions run. Storage that cannot be reached (Azurite not started)
 is reported once per connection with how to start it; the listeners then poll at `maxPollingInterval`.
 
+App settings `AzureFunctionsJobHost__extensions__queues__<key>` override host.json's values, as in Azure.
 Environment (local host only, never host.json): LOCALDEV_QUEUE_VISIBILITY_SECONDS shortens the
 receive visibility (the host's hard-coded 600 s; renewal every half of it) for tests that need a
 message to outlive its visibility quickly. Whole seconds, 2-600.
@@ -80,6 +81,7 @@ class QueueOptions:
         queues = ((document.get("extensions") or {}).get("queues")) or {}
         if not isinstance(queues, Mapping):
             raise QueueConfigError("host.json extensions.queues must be an object")
+        queues = {**queues, **_overrides(environ)}
 
         def count(key: str, default: int, low: int, high: int) -> int:
             raw = queues.get(key, default)
@@ -122,6 +124,27 @@ class QueueOptions:
             max_polling_interval=polling,
             message_encoding=encoding,
         )
+
+
+OVERRIDE_PREFIX = "AzureFunctionsJobHost__extensions__queues__"
+_COUNTS = ("batchSize", "newBatchThreshold", "maxDequeueCount")
+
+
+def _overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """App settings that override host.json, as in Azure: AzureFunctionsJobHost__extensions__queues__<key>."""
+    found: dict[str, Any] = {}
+    for key in (*_COUNTS, "visibilityTimeout", "maxPollingInterval", "messageEncoding"):
+        raw = environ.get(OVERRIDE_PREFIX + key)
+        if raw is None:
+            continue
+        raw = raw.strip()
+        if key in _COUNTS:
+            if not raw.isdigit():
+                raise QueueConfigError(f"app setting {OVERRIDE_PREFIX}{key} must be a whole number")
+            found[key] = int(raw)
+        else:
+            found[key] = raw
+    return found
 
 
 def visibility_from_env(environ: Mapping[str, str]) -> float:

@@ -43,9 +43,12 @@ from localdev.host.queues import (
 )
 from localdev.host.registry import RegisteredFunction
 from tests.fixtures.eventually import eventually
-from tests.fixtures.rotation import AZURITE_ACCOUNT, AZURITE_KEY, REPO
 from tests.host.fakeclock import FakeClock
 
+REPO = Path(__file__).resolve().parents[2]
+# Azurite's well-known development account (public, the same in every install)
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 RENEWAL = 300.0  # half the default 600 s receive visibility: the renewal timer's sleep on the FakeClock
 
 
@@ -175,6 +178,23 @@ def test_the_apps_host_json_queue_settings_are_read() -> None:
         max_polling_interval=30.0,
         message_encoding="base64",
     )
+
+
+def test_app_settings_override_host_json_as_in_azure() -> None:
+    document = {"extensions": {"queues": {"batchSize": 8, "newBatchThreshold": 4}}}
+    prefix = "AzureFunctionsJobHost__extensions__queues__"
+    env = {
+        f"{prefix}batchSize": "16",
+        f"{prefix}visibilityTimeout": "00:00:05",
+        f"{prefix}messageEncoding": "none",
+    }
+    options = QueueOptions.from_host_json(document, env)
+    assert (options.batch_size, options.new_batch_threshold) == (16, 4)
+    assert (options.visibility_timeout, options.message_encoding) == (5.0, "none")
+    with pytest.raises(QueueConfigError, match=f"{prefix}batchSize must be a whole number"):
+        QueueOptions.from_host_json(document, {f"{prefix}batchSize": "lots"})
+    with pytest.raises(QueueConfigError, match="batchSize"):
+        QueueOptions.from_host_json(document, {f"{prefix}batchSize": "64"})
 
 
 def test_receive_visibility_knob() -> None:
