@@ -35,9 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,14 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .azurite import Azurite, AzuriteError, azurite_unavailable, start_azurite, stop_process, tail
 from .vault.client import ControlClient
 from .vault.runtime import CONTROL_KEY_FILE
 
 REPO = Path(__file__).resolve().parents[1]
-AZURITE = REPO / "node_modules" / ".bin" / "azurite"
-# Azurite's well-known development account (public: the same in every Azurite install)
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # Variables a developer's shell may carry that would point a host's app somewhere else.
 FOREIGN_PREFIXES = (
     "KEY_VAULT_",
@@ -68,9 +63,8 @@ FOREIGN_PREFIXES = (
 NEVER = "0 0 0 1 1 *"  # 1 January, midnight: a timer that does not fire during a run
 
 __all__ = [
-    "AZURITE_ACCOUNT",
-    "AZURITE_KEY",
     "Azurite",
+    "AzuriteError",
     "Fleet",
     "FleetConfig",
     "FleetError",
@@ -85,114 +79,9 @@ class FleetError(RuntimeError):
     """A fleet process did not start (the message carries its log's tail) or cannot be found."""
 
 
-def _tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return f"(no log at {path})"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _read_env_file(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     return {k: v for k, v in pairs}
-
-
-def _stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM and wait; SIGKILL if it does not exit in `timeout` seconds."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
-
-
-# ------------------------------------------------------------------------------------------ Azurite
-
-
-def azurite_unavailable() -> str | None:
-    """Why Azurite cannot run here, or None. Node.js absent: a reason to skip (not under CI); Node.js
-    present but Azurite not installed: a setup error the caller should report as a failure."""
-    if shutil.which("node") is None:
-        return "node is not installed: the queue tests run Azurite (npm ci installs it)"
-    if not AZURITE.exists():
-        return "Azurite is not installed: run `npm ci` at the repository root"
-    return None
-
-
-@dataclass
-class Azurite:
-    """A running Azurite (blob + queue + table on free loopback ports, in memory)."""
-
-    process: subprocess.Popen[bytes]
-    blob_port: int
-    queue_port: int
-    log_path: Path
-
-    @property
-    def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{AZURITE_ACCOUNT};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{AZURITE_ACCOUNT};"
-        )
-
-    def stop(self) -> None:
-        _stop_process(self.process)
-
-
-def start_azurite(log_dir: Path, timeout: float = 30.0) -> Azurite:
-    """Start Azurite with its log in `log_dir`; return once its blob and queue ports accept connections."""
-    reason = azurite_unavailable()
-    if reason is not None:
-        raise FleetError(reason)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / "azurite.log"
-    # Azurite reports the port it was asked for, so ask for free ones (not 0)
-    blob, queue, table = _free_port(), _free_port(), _free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(AZURITE),
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                str(blob),
-                "--queueHost",
-                "127.0.0.1",
-                "--queuePort",
-                str(queue),
-                "--tableHost",
-                "127.0.0.1",
-                "--tablePort",
-                str(table),
-                "--inMemoryPersistence",
-                "--disableTelemetry",
-                "--skipApiVersionCheck",
-                "--silent",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=log_dir,
-        )
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            for port in (blob, queue):
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return Azurite(process, blob, queue, log)
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                _stop_process(process)
-                raise FleetError(f"Azurite did not start: {_tail(log, 500)}") from None
-            time.sleep(0.05)
 
 
 # ------------------------------------------------------------------------------------------ the fleet
@@ -241,7 +130,7 @@ class HostProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_tail(self, chars: int = 3000) -> str:
-        return _tail(self.log_path, chars)
+        return tail(self.log_path, chars)
 
     async def invoke(self, function: str, input: str = "") -> None:
         """Run a function now through the admin API (as the portal's Test/Run does); 202 or FleetError."""
@@ -338,9 +227,7 @@ class Fleet:
             if process.poll() is not None:
                 raise FleetError(f"{name} exited with {process.returncode}:\n{host.log_tail()}")
             if time.monotonic() > deadline:
-                raise FleetError(
-                    f"{name} not ready after {self.config.start_timeout:g} s:\n{host.log_tail()}"
-                )
+                raise FleetError(f"{name} not ready after {self.config.start_timeout:g} s:\n{host.log_tail()}")
             await asyncio.sleep(0.05)
         written = _read_env_file(env_file)
         host.base_url, host.master_key = written["FUNCTIONS_BASE_URL"], written["FUNCTIONS_MASTER_KEY"]
@@ -404,8 +291,8 @@ def _start_vaults(config: FleetConfig) -> tuple[subprocess.Popen[bytes], dict[st
     deadline = time.monotonic() + config.start_timeout
     while not env_file.is_file():
         if process.poll() is not None or time.monotonic() > deadline:
-            _stop_process(process)
-            raise FleetError(f"the local vaults did not start:\n{_tail(log_path)}")
+            stop_process(process)
+            raise FleetError(f"the local vaults did not start:\n{tail(log_path)}")
         time.sleep(0.05)
     return process, _read_env_file(env_file), (state_dir / CONTROL_KEY_FILE).read_text().strip()
 
@@ -419,7 +306,7 @@ async def start_fleet(config: FleetConfig) -> AsyncIterator[Fleet]:
         azurite = await asyncio.to_thread(start_azurite, Path(config.state_dir) / "azurite")
         stack.callback(azurite.stop)
         vaults, vault_env, control_key = await asyncio.to_thread(_start_vaults, config)
-        stack.callback(_stop_process, vaults)
+        stack.callback(stop_process, vaults)
         fleet = Fleet(config, azurite, vault_env, control_key)
         try:
             yield fleet

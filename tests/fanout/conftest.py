@@ -1,37 +1,16 @@
-"""Azurite (blob + queue) for the fan-out tests: in memory, free ports, its connection string.
-
-Started by `localdev.fleet.start_azurite` (the end-to-end fleet starts it the same way)."""
+"""The fan-out tests' storage: the session's one Azurite (tests/fixtures/rotation.py, started by
+localdev.azurite like the fleet's), under the name these tests use."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 
-from localdev.fleet import FleetError, azurite_unavailable, start_azurite
+from tests.fixtures.rotation import require_azurite
 
-
-def require_azurite() -> None:
-    """Skip when Node.js is absent (fail under CI); fail when Node.js is there but Azurite is not."""
-    reason = azurite_unavailable()
-    if reason is None:
-        return
-    if reason.startswith("node is not installed"):
-        if os.environ.get("CI"):
-            pytest.fail("node is required on CI: the queue tests run Azurite")
-        pytest.skip(reason)
-    pytest.fail(reason)
+__all__ = ["require_azurite"]
 
 
 @pytest.fixture(scope="session")
-def azurite_queues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require_azurite()
-    try:
-        azurite = start_azurite(tmp_path_factory.mktemp("azurite-q"))
-    except FleetError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield azurite.connection_string
-    finally:
-        azurite.stop()
+def azurite_queues(azurite: str) -> str:
+    """Azurite's connection string (blob + queue, in memory, free ports)."""
+    return azurite
