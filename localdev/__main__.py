@@ -96,6 +96,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="also start a local PostgreSQL (TLS, scram-sha-256) for database rotations; see postgres.env",
     )
     parser.add_argument("--postgres-port", type=int, default=0, help="its port (default 0 = any free)")
+    parser.add_argument(
+        "--no-azurite",
+        action="store_true",
+        help="do not start Azurite (the queue triggers then wait for storage; see AzureWebJobsStorage)",
+    )
+    parser.add_argument(
+        "--azurite-port",
+        type=int,
+        default=10000,
+        help="Azurite's blob port; queue and table are the next two (default 10000 = UseDevelopmentStorage's; "
+        "0 = free ports, and AzureWebJobsStorage is set to them)",
+    )
     args = parser.parse_args(argv)
     args.mode = "all"
     return args
@@ -157,6 +169,36 @@ def _banner(host: RunningHost, state_dir: Path, vault: Any | None, auth: bool, r
     return "\n".join(lines)
 
 
+def _storage(args: argparse.Namespace, state_dir: Path) -> tuple[Any, str]:
+    """Azurite for the queue triggers (and Core Tools' AzureWebJobsStorage=UseDevelopmentStorage=true):
+    started on the development ports with its data in the state dir, reused when one already listens there,
+    or a line saying why there is none and how to get it."""
+    from localdev.azurite import HOW_TO_INSTALL, AzuriteError, azurite_unavailable, listening, start_azurite
+
+    label = "  Storage          "
+    if args.no_azurite:
+        return None, f"{label}Azurite not started (--no-azurite): queue triggers wait for AzureWebJobsStorage"
+    reason = azurite_unavailable()
+    if reason is not None:
+        return None, f"{label}no Azurite ({reason}): queue triggers wait for storage; {HOW_TO_INSTALL}"
+    base = args.azurite_port
+    if base and listening(base) and listening(base + 1):
+        return None, f"{label}Azurite already running on 127.0.0.1:{base}-{base + 2} (used as it is)"
+    folder = state_dir / "azurite"
+    try:
+        running = start_azurite(
+            folder, ports=(base, base + 1, base + 2) if base else None, location=folder / "data"
+        )
+    except AzuriteError as exc:
+        return None, f"{label}Azurite did not start ({exc}); queue triggers wait for storage"
+    if not running.on_development_ports:  # UseDevelopmentStorage=true would miss it: name it (env wins)
+        os.environ["AzureWebJobsStorage"] = running.connection_string  # noqa: SIM112 - the host's own name
+    return running, (
+        f"{label}Azurite  blob http://127.0.0.1:{running.blob_port}  queue http://127.0.0.1:{running.queue_port}"
+        f"  (data in {folder / 'data'})"
+    )
+
+
 async def _close_app_client() -> None:
     """Close the app's shared Key Vault client on this loop, if the app has one."""
     try:
@@ -208,6 +250,8 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
     cloud: Any = None
     host: RunningHost | None = None
     postgres: Any = None
+    azurite: Any = None
+    azurite_line = ""
     try:
         if args.mode == "all":
             from localdev.vault.server import VaultConfig, start_vault
@@ -237,6 +281,7 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
             cloud = await start_cloud(CloudConfig(state_dir=state_dir, host=args.host, port=args.cloud_port))
             os.environ.update(cloud.env())  # ARM, Graph and Entra for the key and app secret rotators
             _log.info("local Azure control plane at %s (URLs in %s)", cloud.url, state_dir / "cloud.env")
+            azurite, azurite_line = await asyncio.to_thread(_storage, args, state_dir)
         if getattr(args, "postgres", False):  # before the app starts: it reads DB_CA_BUNDLE
             from localdev.databases import start_local_postgres
 
@@ -262,6 +307,8 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
         banner = _banner(host, state_dir, vault, not args.no_auth, time.perf_counter() - _BEGAN)
         if postgres is not None:
             banner = banner.replace("\n  State ", f"\n{postgres_line}\n  State ", 1)
+        if azurite_line:
+            banner = banner.replace("\n  State ", f"\n{azurite_line}\n  State ", 1)
         print(banner, flush=True)
         await stop.wait()
         print("\nstopping: host, app client" + (", vault" if vault is not None else ""), flush=True)
@@ -277,6 +324,8 @@ async def _run_locked(args: argparse.Namespace, app_dir: Path, state_dir: Path, 
             await vault.stop()
         if postgres is not None:
             postgres.stop()
+        if azurite is not None:
+            azurite.stop()
         (state_dir / "host.env").unlink(missing_ok=True)
     print("stopped cleanly", flush=True)
     return 0

@@ -30,6 +30,8 @@ class LocaldevProcess:
         self.stderr_path = state_dir.parent / "localdev.stderr"
         env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
         env.update(extra_env or {})
+        if args[:1] != ("host",) and not {"--no-azurite", "--azurite-port"} & set(args):
+            args = (*args, "--no-azurite")  # not the development ports a developer's Azurite may hold
         command = [sys.executable, "-m", "localdev", *args, "--state-dir", str(state_dir)]
         self.started = time.perf_counter()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:

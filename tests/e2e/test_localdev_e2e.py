@@ -85,6 +85,39 @@ def test_write_through_the_host_read_back_from_the_vault(
     print(f"python -m localdev ready (host.env written) after {run.ready_seconds:.2f}s")
 
 
+def test_make_run_starts_azurite_and_the_queue_triggers_run_on_it(tmp_path: Path) -> None:
+    """`make run` with Azurite installed (CI has it): Azurite starts beside the vault (free ports here, so
+    AzureWebJobsStorage names them), the banner says where, and with SWEEP_MODE=queue the rotation timer's
+    scan message is picked up by fanout_scan through the local host's queue listener; SIGTERM stops Azurite too."""
+    from tests.fixtures.rotation import require_azurite
+
+    require_azurite()
+    run = LocaldevProcess(
+        tmp_path / "state",
+        *("--port", "0", "--vault-port", "0", "--identity-port", "0", "--cloud-port", "0"),
+        *("--memory", "--no-events", "--azurite-port", "0"),
+        extra_env={"SWEEP_MODE": "queue"},
+    )
+    try:
+        host_env = run.wait_ready()
+        assert "Azurite  blob http://127.0.0.1:" in run.output(), run.output()
+        started = requests.post(
+            f"{host_env['FUNCTIONS_BASE_URL']}/admin/functions/scheduled_rotation",
+            json={"input": ""},
+            headers={"x-functions-key": host_env["FUNCTIONS_MASTER_KEY"]},
+            timeout=30,
+        )
+        assert started.status_code == 202, started.text
+        deadline = time.monotonic() + 30
+        while '"outcome": "Scanned"' not in run.output():
+            assert time.monotonic() < deadline, run.output()[-3000:]
+            time.sleep(0.1)
+    finally:
+        code = run.terminate()
+    assert code == 0, run.output()
+    assert run.leftover_processes() == []  # Azurite included
+
+
 def test_host_mode_serves_the_app_against_an_existing_vault(tmp_path: Path, vault, vault_env) -> None:
     """`python -m localdev host`: no vault of its own; the app uses the one its settings name."""
     name = f"e2e-host-{secrets.token_hex(4)}"
