@@ -227,7 +227,9 @@ class Fleet:
             if process.poll() is not None:
                 raise FleetError(f"{name} exited with {process.returncode}:\n{host.log_tail()}")
             if time.monotonic() > deadline:
-                raise FleetError(f"{name} not ready after {self.config.start_timeout:g} s:\n{host.log_tail()}")
+                raise FleetError(
+                    f"{name} not ready after {self.config.start_timeout:g} s:\n{host.log_tail()}"
+                )
             await asyncio.sleep(0.05)
         written = _read_env_file(env_file)
         host.base_url, host.master_key = written["FUNCTIONS_BASE_URL"], written["FUNCTIONS_MASTER_KEY"]
