@@ -131,7 +131,7 @@ def direct_client(env: dict[str, str]) -> tuple[Any, Any]:
     from azure.identity.aio import ManagedIdentityCredential
     from azure.keyvault.secrets.aio import SecretClient
 
-    from shared.keyvault import build_transport
+    from shared.transport import build_transport
 
     credential = ManagedIdentityCredential()
     client = SecretClient(

@@ -199,22 +199,30 @@ def _storage(args: argparse.Namespace, state_dir: Path) -> tuple[Any, str]:
     )
 
 
-async def _close_app_client() -> None:
-    """Close the app's shared Key Vault client on this loop, if the app has one."""
-    try:
-        from shared.keyvault import close_secret_client
-    except ImportError:
-        return
-    try:
-        await close_secret_client()
-    except Exception as exc:  # noqa: BLE001 - shutdown goes on; say what failed
-        _log.warning("closing the app's Key Vault client failed: %s", type(exc).__name__)
-    try:  # the Azure key and Entra rotators' ARM/Graph pipelines, if any were built
-        from shared.rotation.rotators.azure_rest import close_azure_clients
+# The app's process-wide clients, closed on this loop at stop (in Azure the worker process just exits):
+# the Key Vault clients, the Azure key and Entra rotators' ARM/Graph pipelines, the fan-out's queue
+# outbox and the rotation lease's blob client. Unclosed, aiohttp warns about each of their sessions.
+APP_CLOSERS = (
+    ("shared.keyvault", "close_secret_client", "Key Vault client"),
+    ("shared.rotation.rotators.azure_rest", "close_azure_clients", "rotators' Azure clients"),
+    ("shared.fanout.queues", "close_outbox", "fan-out queue client"),
+    ("shared.locks", "close_lease_lock", "rotation lease's blob client"),
+)
 
-        await close_azure_clients()
-    except Exception as exc:  # noqa: BLE001 - shutdown goes on; say what failed
-        _log.warning("closing the rotators' Azure clients failed: %s", type(exc).__name__)
+
+async def _close_app_client() -> None:
+    """Close the app's shared clients on this loop, those the app has."""
+    import importlib
+
+    for module, function, what in APP_CLOSERS:
+        try:
+            close = getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError):
+            continue
+        try:
+            await close()
+        except Exception as exc:  # noqa: BLE001 - shutdown goes on; say what failed
+            _log.warning("closing the app's %s failed: %s", what, type(exc).__name__)
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .settings import Settings, get_settings
 
 if TYPE_CHECKING:  # imported lazily: keeps `import function_app` cheap
     from azure.core.credentials_async import AsyncTokenCredential
-    from azure.core.pipeline.transport import AsyncHttpTransport
     from azure.keyvault.secrets.aio import SecretClient
 
 _log = logging.getLogger(__name__)
@@ -47,6 +46,7 @@ def build_client(settings: Settings, credential: AsyncTokenCredential) -> Secret
     """An aio SecretClient whose retries fit inside the function timeout."""
     from azure.keyvault.secrets.aio import SecretClient
 
+    from .transport import client_options
     from .vault.retry import build_request_counter, build_retry_policy
 
     quiet_sdk_loggers(settings.sdk_log_level)
@@ -56,13 +56,13 @@ def build_client(settings: Settings, credential: AsyncTokenCredential) -> Secret
         "retry_policy": build_retry_policy(settings.retry_total, settings.retry_backoff_seconds),
         "per_retry_policies": [build_request_counter()],
         "logging_enable": False,  # never let the SDK's HTTP logging near a body
-        "transport": build_transport(
-            settings.ca_bundle, connection_timeout=10, read_timeout=settings.request_timeout_seconds
+        **client_options(
+            settings.vault_url,
+            settings.ca_bundle,
+            connection_timeout=10,
+            read_timeout=settings.request_timeout_seconds,
         ),
     }
-    proxies = environment_proxies(settings.vault_url)
-    if proxies:
-        kwargs["proxies"] = proxies
     return SecretClient(vault_url=settings.vault_url, credential=credential, **kwargs)
 
 
@@ -75,55 +75,6 @@ def quiet_sdk_loggers(level: str) -> None:
     """Azure SDK loggers at AZURE_SDK_LOG_LEVEL (WARNING unless the operator chose info or debug)."""
     for name in SDK_LOGGERS:
         logging.getLogger(name).setLevel(level.upper())
-
-
-def environment_proxies(url: str) -> dict[str, str] | None:
-    """HTTPS_PROXY / NO_PROXY for the vault, read once: the transport below does not re-read them per request."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    proxy = urllib.request.getproxies().get("https")
-    if not proxy or urllib.request.proxy_bypass(urlsplit(url).hostname or ""):
-        return None
-    return {"https": proxy}
-
-
-def build_transport(ca_bundle: str | None, **timeouts: float) -> AsyncHttpTransport[Any, Any]:
-    """azure-core's aiohttp transport on a session with ONE verifying TLS context, so connections are pooled.
-
-    Given `connection_verify=<CA file>`, azure-core builds a new SSLContext per request and aiohttp pools
-    connections per context: every request would pay a TCP and TLS handshake. With `trust_env`, aiohttp also
-    reads ~/.netrc and the proxy variables in a worker thread on every request; `environment_proxies` reads
-    them once instead. Verification is unchanged: CERT_REQUIRED with hostname checks, against the CA bundle
-    when one is set (the local Key Vault) and the system store otherwise.
-    """
-    import ssl
-
-    import aiohttp
-    from azure.core.pipeline.transport._aiohttp import AioHttpTransport
-
-    context = ssl.create_default_context(cafile=ca_bundle)
-
-    class PooledTransport(AioHttpTransport):
-        """Opens its session on first use, on the running loop, as azure-core's own transport does."""
-
-        _closed = False
-
-        async def open(self) -> None:
-            if self.session is None and not self._closed:
-                self.session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(ssl=context),
-                    cookie_jar=aiohttp.DummyCookieJar(),
-                    auto_decompress=False,
-                    trust_env=False,
-                )
-            await super().open()  # type: ignore[no-untyped-call]
-
-        async def close(self) -> None:
-            self._closed = True
-            await super().close()  # type: ignore[no-untyped-call]
-
-    return PooledTransport(**timeouts)  # type: ignore[arg-type]  # connection/read timeouts, as azure-core takes them
 
 
 async def get_secret_client(vault_url: str | None = None) -> SecretClient:

@@ -262,6 +262,8 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
         )
         return None
 
+    from .transport import client_options
+
     options: dict[str, Any] = {"retry_policy": ExponentialRetry(**LEASE_STORE_RETRY)}
     credential = None
     if settings.storage_blob_uri:
@@ -271,10 +273,14 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
 
         # The storage connection's own identity (AzureWebJobsStorage__clientId), as the Functions host uses it.
         credential = build_credential(replace(settings, client_id=settings.storage_client_id))
+        options.update(client_options(settings.storage_blob_uri))
         service = BlobServiceClient(account_url=settings.storage_blob_uri, credential=credential, **options)
     else:
         assert settings.storage_connection_string is not None
-        service = BlobServiceClient.from_connection_string(settings.storage_connection_string, **options)
+        connection = settings.storage_connection_string
+        endpoint = BlobServiceClient.from_connection_string(connection).url  # parsed only: no request
+        options.update(client_options(endpoint))
+        service = BlobServiceClient.from_connection_string(connection, **options)
     lock = BlobLeaseLock(
         service.get_container_client(LOCK_CONTAINER),
         lease_seconds=settings.rotation_lease_seconds,

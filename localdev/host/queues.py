@@ -205,6 +205,8 @@ def queue_service(connection: str, environ: Mapping[str, str]) -> Any:
     """An aio QueueServiceClient for a trigger's `connection`, resolved as the host resolves it."""
     from azure.storage.queue.aio import QueueServiceClient
 
+    from shared.transport import client_options  # the app's lean transport: no per-request env lookups
+
     names = (
         [connection] if connection.startswith("AzureWebJobs") else [f"AzureWebJobs{connection}", connection]
     )
@@ -212,7 +214,10 @@ def queue_service(connection: str, environ: Mapping[str, str]) -> Any:
         raw = (environ.get(name) or "").strip()
         if raw:
             try:
-                return QueueServiceClient.from_connection_string(raw, retry_policy=_listener_retry())
+                endpoint = QueueServiceClient.from_connection_string(raw).url  # parsed only: no request
+                return QueueServiceClient.from_connection_string(
+                    raw, retry_policy=_listener_retry(), **client_options(endpoint)
+                )
             except ValueError:  # never the value: a connection string carries the account key
                 raise QueueConfigError(
                     f"the app setting {name} is not a storage connection string "
@@ -225,7 +230,10 @@ def queue_service(connection: str, environ: Mapping[str, str]) -> Any:
             uri = f"https://{account}.queue.core.windows.net"
         if uri:
             return QueueServiceClient(
-                uri, credential=_credential(prefix, environ), retry_policy=_listener_retry()
+                uri,
+                credential=_credential(prefix, environ),
+                retry_policy=_listener_retry(),
+                **client_options(uri),
             )
     raise QueueConfigError(
         f"the queue connection {connection!r} is not set: set the app setting {connection} to a connection "

@@ -94,13 +94,19 @@ def queue_service(settings: Settings) -> Any:
     """An aio QueueServiceClient for AzureWebJobsStorage (connection string or identity-based)."""
     from azure.storage.queue.aio import QueueServiceClient
 
+    from ..transport import client_options
+
     if settings.storage_connection_string and settings.storage_connection_string.strip():
-        return QueueServiceClient.from_connection_string(settings.storage_connection_string.strip())
+        connection = settings.storage_connection_string.strip()
+        endpoint = QueueServiceClient.from_connection_string(connection).url  # parsed only: no request
+        return QueueServiceClient.from_connection_string(connection, **client_options(endpoint))
     if settings.storage_queue_uri:
         from azure.identity.aio import ManagedIdentityCredential
 
         credential = ManagedIdentityCredential(client_id=settings.storage_client_id)
-        return QueueServiceClient(settings.storage_queue_uri, credential=credential)
+        return QueueServiceClient(
+            settings.storage_queue_uri, credential=credential, **client_options(settings.storage_queue_uri)
+        )
     raise ConfigurationError(
         "SWEEP_MODE=queue needs the storage queues: set AzureWebJobsStorage (a connection string, or "
         "UseDevelopmentStorage=true with Azurite) or AzureWebJobsStorage__queueServiceUri with "

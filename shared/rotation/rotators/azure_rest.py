@@ -84,7 +84,8 @@ def _pipeline(
         UserAgentPolicy,
     )
 
-    from ...keyvault import build_credential, build_transport
+    from ...keyvault import build_credential
+    from ...transport import build_transport
 
     loop = id(asyncio.get_running_loop())
     key = (loop, f"{base_url}|{scope}|{retry_total}")
