@@ -3,8 +3,9 @@
 azure-core's default aiohttp transport costs, per request, what a busy worker cannot afford: given
 `connection_verify=<CA file>` it builds a new SSLContext each time (and aiohttp pools connections per
 context, so every request pays a TCP and TLS handshake), and with `trust_env` aiohttp reads ~/.netrc and
-the proxy variables in a worker thread. Measured on the fan-out (bench/fanout.py), those lookups were a
-fifth of a host's CPU. Here the proxy variables are read once, when a client is built.
+the proxy variables in a worker thread. On bench/fanout.py (20,000 secrets, 10 % due, 2 cores) giving the
+storage clients this transport too took the inline sweep from 37.8 s to 23.8 s and the fan-out from 60.7 s
+to 47-58 s. Here the proxy variables are read once, when a client is built.
 """
 
 from __future__ import annotations
