@@ -199,26 +199,24 @@ def _storage(args: argparse.Namespace, state_dir: Path) -> tuple[Any, str]:
     )
 
 
-# The app's process-wide clients, closed on this loop at stop (in Azure the worker process just exits):
-# the Key Vault clients, the Azure key and Entra rotators' ARM/Graph pipelines, the fan-out's queue
-# outbox and the rotation lease's blob client. Unclosed, aiohttp warns about each of their sessions.
-APP_CLOSERS = (
-    ("shared.keyvault", "close_secret_client", "Key Vault client"),
-    ("shared.rotation.rotators.azure_rest", "close_azure_clients", "rotators' Azure clients"),
-    ("shared.fanout.queues", "close_outbox", "fan-out queue client"),
-    ("shared.locks", "close_lease_lock", "rotation lease's blob client"),
-)
-
-
 async def _close_app_client() -> None:
-    """Close the app's shared clients on this loop, those the app has."""
-    import importlib
-
-    for module, function, what in APP_CLOSERS:
-        try:
-            close = getattr(importlib.import_module(module), function)
-        except (ImportError, AttributeError):
-            continue
+    """Close the app's process-wide clients on this loop (in Azure the worker process just exits): the Key
+    Vault clients, the Azure key and Entra rotators' ARM/Graph pipelines, the fan-out's queue outbox and the
+    rotation lease's blob client. Unclosed, aiohttp reports each of their sessions when the host exits."""
+    try:
+        from shared.fanout.queues import close_outbox
+        from shared.keyvault import close_secret_client
+        from shared.locks import close_lease_lock
+        from shared.rotation.rotators.azure_rest import close_azure_clients
+    except ImportError:  # another app than this repository's: it has none of these
+        return
+    closers = (
+        ("Key Vault client", close_secret_client),
+        ("rotators' Azure clients", close_azure_clients),
+        ("fan-out queue client", close_outbox),
+        ("rotation lease's blob client", close_lease_lock),
+    )
+    for what, close in closers:
         try:
             await close()
         except Exception as exc:  # noqa: BLE001 - shutdown goes on; say what failed

@@ -115,7 +115,11 @@ class BlobLeaseLock:
 
     The lease lasts `lease_seconds` (15-60, Azure's bounds) and is renewed every third of that while held,
     so a crashed instance frees the name within `lease_seconds`. A busy name is waited for up to
-    `wait_seconds`, then SecretBusy."""
+    `wait_seconds`, then SecretBusy. The blob lives only while its name is held: create, acquire, and at the
+    end delete under the lease (3 calls), so the container does not keep an empty blob per secret ever
+    rotated (Azurite's blob lookups grow with the blob count: 14.5 ms for those 3 calls with no other blob,
+    61.5 ms with 10,000). A waiter that finds the blob deleted creates it again; the lease on the new blob
+    is the name's again, and the engine's re-check under it finds the work done."""
 
     def __init__(
         self,
@@ -141,7 +145,7 @@ class BlobLeaseLock:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
             try:
-                await lease.release()
+                await blob.delete_blob(lease=lease)  # releases the name and removes its blob in one call
             except Exception as exc:  # noqa: BLE001 - the lease expires by itself
                 _log.warning(
                     "could not release the rotation lease of '%s' (%s); it expires in %d s",
@@ -157,19 +161,20 @@ class BlobLeaseLock:
         bound = WAIT_AT_MOST.get()
         deadline = time.monotonic() + (self.wait_seconds if bound is None else min(bound, self.wait_seconds))
         delay = self.poll_seconds
-        created = False
+        await self._create(blob)
         while True:
             lease = BlobLeaseClient(blob)
             try:
                 await lease.acquire(lease_duration=self.lease_seconds)
                 return lease
-            except ResourceNotFoundError:
-                if created:
-                    raise LockUnavailable(
-                        f"The lease blob for '{name}' vanished while being created; retry."
+            except ResourceNotFoundError:  # its last holder deleted it since: the name is free again
+                if time.monotonic() > deadline:
+                    raise SecretBusy(
+                        f"Other instances keep taking secret '{name}'; retry in a minute.",
+                        field="name",
+                        retry_after=self.lease_seconds,
                     ) from None
                 await self._create(blob)
-                created = True
                 continue
             except HttpResponseError as exc:
                 if exc.status_code != 409:
@@ -186,7 +191,12 @@ class BlobLeaseLock:
             delay = min(delay * 2, 2.0)
 
     async def _create(self, blob: Any) -> None:
-        from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+        from azure.core.exceptions import (
+            AzureError,
+            HttpResponseError,
+            ResourceExistsError,
+            ResourceNotFoundError,
+        )
 
         try:
             await blob.upload_blob(b"", overwrite=False)
@@ -201,6 +211,8 @@ class BlobLeaseLock:
         except HttpResponseError as exc:
             if exc.status_code not in (409, 412):  # exists, or leased by someone else: both fine
                 raise self._unavailable(exc) from exc
+        except AzureError as exc:  # the store cannot be reached
+            raise self._unavailable(exc) from exc
 
     async def _renew(self, lease: Any, name: str) -> None:
         while True:

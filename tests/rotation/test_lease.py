@@ -83,7 +83,6 @@ async def test_the_lease_makes_two_instances_rotate_once(
 async def test_a_name_leased_elsewhere_is_deferred_then_rotated(
     kv_client: Any, make_engine: Any, vault_clock: Any, storage: list[Any]
 ) -> None:
-    from azure.storage.blob.aio import BlobLeaseClient
 
     now = vault_clock.now()
     await seed(
@@ -99,10 +98,10 @@ async def test_a_name_leased_elsewhere_is_deferred_then_rotated(
     done = await instance(make_engine, mine, None).sweep()
     assert done.outcomes == {"Rotated": 1}
     blob = storage[0].get_container_client(LOCK_CONTAINER).get_blob_client("busy")
-    assert (await blob.get_blob_properties()).lease.state == "available"  # released after use
-    lease = BlobLeaseClient(blob)
-    await lease.acquire(lease_duration=15)  # and acquirable again
-    await lease.release()
+    assert not await blob.exists()  # freed after use, and no blob left behind per secret
+    async with mine.hold("busy"):  # and the name can be held again (its blob created anew)
+        assert (await blob.get_blob_properties()).lease.state == "leased"
+    assert not await blob.exists()
 
 
 async def test_the_app_uses_the_lease_when_rotation_lock_is_blob(
@@ -113,15 +112,24 @@ async def test_the_app_uses_the_lease_when_rotation_lock_is_blob(
     from tests.fixtures.app import InProcessApi, SecretValues
 
     monkeypatch.setenv("ROTATION_LOCK", "blob")
+    monkeypatch.setenv("ROTATION_LOCK_WAIT_SECONDS", "0.3")
     monkeypatch.setenv("AzureWebJobsStorage", azurite)
     get_settings.cache_clear()
     await seed(kv_client, [dict(name="via-app", value="x", tags={"ValidityPeriodDays": "60"})])
-    answer = await InProcessApi(SecretValues()).call(
-        rotation.rotate_secret, "POST", "/api/secrets/via-app/rotate", route_params={"name": "via-app"}
-    )
+
+    async def rotate() -> Any:
+        return await InProcessApi(SecretValues()).call(
+            rotation.rotate_secret, "POST", "/api/secrets/via-app/rotate", route_params={"name": "via-app"}
+        )
+
+    async with BlobLeaseLock(storage[1].get_container_client(LOCK_CONTAINER)).hold("via-app"):
+        busy = await rotate()  # another instance (another storage client) holds the name's lease
+    assert busy.status == 409 and busy.json["error"]["code"] == "SecretBusy", busy.text
+    assert len(await versions_of(kv_client, "via-app")) == 1
+    answer = await rotate()
     assert answer.status == 200 and answer.json["outcome"] == "Rotated", answer.text
     names = [b.name async for b in storage[0].get_container_client(LOCK_CONTAINER).list_blobs()]
-    assert "via-app" in names
+    assert "via-app" not in names  # the lease blob lives only while the name is held
 
 
 async def test_an_unreachable_lock_store_is_a_503_that_says_what_to_check(
@@ -171,4 +179,4 @@ async def test_a_queue_step_bounds_the_wait_for_a_held_name_and_the_lease_lasts_
                     pass
     assert busy.value.retry_after == 15
     blob = storage[0].get_container_client(LOCK_CONTAINER).get_blob_client("held-elsewhere")
-    assert (await blob.get_blob_properties()).lease.state == "available"
+    assert not await blob.exists()  # the other instance's hold ended: name free, blob gone
