@@ -19,6 +19,7 @@ BENCHMARKS = {
     "sweep_rotation": "rotation sweep of 10,000 secrets (1% and 10% due) vs a naive sweep (about 6 minutes)",
     "sweep_postgres": "one sweep rotating 200 PostgreSQL users (real server) vs a hand-written floor",
     "fanout": "100,000 secrets in 4 vaults, 1% and 10% due: queue fan-out on 2 hosts vs the inline sweep (10+ minutes)",
+    "azurite_stalls": "Azurite's queues under fan-out load vs its blob leases: throughput and stalls (5 minutes)",
 }
 
 
