@@ -274,7 +274,7 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
         )
         return None
 
-    from .transport import client_options
+    from .transport import client_options, from_connection_string
 
     options: dict[str, Any] = {"retry_policy": ExponentialRetry(**LEASE_STORE_RETRY)}
     credential = None
@@ -289,10 +289,7 @@ async def lease_lock_for(settings: Settings) -> BlobLeaseLock | None:
         service = BlobServiceClient(account_url=settings.storage_blob_uri, credential=credential, **options)
     else:
         assert settings.storage_connection_string is not None
-        connection = settings.storage_connection_string
-        endpoint = BlobServiceClient.from_connection_string(connection).url  # parsed only: no request
-        options.update(client_options(endpoint))
-        service = BlobServiceClient.from_connection_string(connection, **options)
+        service = from_connection_string(BlobServiceClient, settings.storage_connection_string, **options)
     lock = BlobLeaseLock(
         service.get_container_client(LOCK_CONTAINER),
         lease_seconds=settings.rotation_lease_seconds,

@@ -21,9 +21,10 @@ def environment_proxies(url: str) -> dict[str, str] | None:
     import urllib.request
     from urllib.parse import urlsplit
 
-    scheme = urlsplit(url).scheme or "https"
+    parts = urlsplit(url)
+    scheme = parts.scheme or "https"
     proxy = urllib.request.getproxies().get(scheme)
-    if not proxy or urllib.request.proxy_bypass(urlsplit(url).hostname or ""):
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
         return None
     return {scheme: proxy}
 
@@ -69,3 +70,10 @@ def client_options(url: str, ca_bundle: str | None = None, **timeouts: float) ->
     if proxies:
         options["proxies"] = proxies
     return options
+
+
+def from_connection_string(client_type: Any, connection: str, **kwargs: Any) -> Any:
+    """`client_type.from_connection_string(connection)` (a storage service client) on this transport, with the
+    proxies for the endpoint the string names (parsed first, without a request)."""
+    endpoint = client_type.from_connection_string(connection).url
+    return client_type.from_connection_string(connection, **kwargs, **client_options(endpoint))

@@ -205,7 +205,8 @@ def queue_service(connection: str, environ: Mapping[str, str]) -> Any:
     """An aio QueueServiceClient for a trigger's `connection`, resolved as the host resolves it."""
     from azure.storage.queue.aio import QueueServiceClient
 
-    from shared.transport import client_options  # the app's lean transport: no per-request env lookups
+    # the app's lean transport: no per-request env lookups
+    from shared.transport import client_options, from_connection_string
 
     names = (
         [connection] if connection.startswith("AzureWebJobs") else [f"AzureWebJobs{connection}", connection]
@@ -214,10 +215,7 @@ def queue_service(connection: str, environ: Mapping[str, str]) -> Any:
         raw = (environ.get(name) or "").strip()
         if raw:
             try:
-                endpoint = QueueServiceClient.from_connection_string(raw).url  # parsed only: no request
-                return QueueServiceClient.from_connection_string(
-                    raw, retry_policy=_listener_retry(), **client_options(endpoint)
-                )
+                return from_connection_string(QueueServiceClient, raw, retry_policy=_listener_retry())
             except ValueError:  # never the value: a connection string carries the account key
                 raise QueueConfigError(
                     f"the app setting {name} is not a storage connection string "

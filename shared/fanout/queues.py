@@ -94,12 +94,10 @@ def queue_service(settings: Settings) -> Any:
     """An aio QueueServiceClient for AzureWebJobsStorage (connection string or identity-based)."""
     from azure.storage.queue.aio import QueueServiceClient
 
-    from ..transport import client_options
+    from ..transport import client_options, from_connection_string
 
     if settings.storage_connection_string and settings.storage_connection_string.strip():
-        connection = settings.storage_connection_string.strip()
-        endpoint = QueueServiceClient.from_connection_string(connection).url  # parsed only: no request
-        return QueueServiceClient.from_connection_string(connection, **client_options(endpoint))
+        return from_connection_string(QueueServiceClient, settings.storage_connection_string.strip())
     if settings.storage_queue_uri:
         from azure.identity.aio import ManagedIdentityCredential
 

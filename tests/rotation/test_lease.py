@@ -83,7 +83,6 @@ async def test_the_lease_makes_two_instances_rotate_once(
 async def test_a_name_leased_elsewhere_is_deferred_then_rotated(
     kv_client: Any, make_engine: Any, vault_clock: Any, storage: list[Any]
 ) -> None:
-
     now = vault_clock.now()
     await seed(
         kv_client,
