@@ -8,7 +8,8 @@ localdev/fleet.py starts K local vaults (one process, in memory) with the inject
 real limits (4,000 transactions and 300 creates per 10 s, 429 with Retry-After), and Azurite. For each due
 fraction, with every vault freshly seeded through the control API (seeding is not a transaction; the due
 secrets are spread evenly through each vault's listing):
-  list    this process lists every vault (all at once): the machine's own cost of a page, a reference
+  list    this process lists every vault through the app's pager (all at once): the machine's own cost of a
+          page, a reference
   fanout  H host processes (SWEEP_MODE=queue), `scheduled_rotation` run through host 1's admin API; done
           when each vault has created a version per due secret and the scan and rotate queues are empty
   inline  one host process (SWEEP_MODE=inline), `scheduled_rotation` through its admin API; done when its
@@ -147,14 +148,17 @@ class Bench:
         await asyncio.gather(*(asyncio.to_thread(c.set_latency, seconds) for c in self.controls))
 
     async def list_only(self) -> float:
-        """Every vault listed page by page from this process, all vaults at once: seconds."""
+        """Every vault listed page by page from this process through the app's pager, all vaults at
+        once: seconds."""
         from shared.keyvault import get_secret_client
+        from shared.vault.calls import VaultCalls
+        from shared.vault.pager import pages, version_listing
 
         async def one(url: str) -> int:
             client = await get_secret_client(url)
             listed = 0
-            async for page in client.list_properties_of_secrets(max_page_size=PAGE).by_page():
-                listed += len([item async for item in page])
+            async for page in pages(VaultCalls(), "GetSecrets", version_listing(client), vault_url=url):
+                listed += len(page)
             return listed
 
         began = time.perf_counter()

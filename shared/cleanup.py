@@ -35,7 +35,7 @@ from .rotation.policy import DEFAULT_OVERLAP_DAYS, TAG_DELETE_EXPIRED, PolicyErr
 from .scope import is_owned, name_in_scope
 from .settings import Settings
 from .vault.calls import Deadline, VaultCalls, process_limiters
-from .vault.pager import pages, read_history
+from .vault.pager import pages, read_history, sdk_listing, version_listing
 from .vault.sweep import SweepRunner, SweepSummary, remember
 from .vault.versions import TAG_REVOKED, SecretHistory, VersionInfo, format_time, tag, utc_now
 
@@ -208,8 +208,7 @@ class CleanupEngine:
             if include_items:
                 summary.items.append(step.to_dict())
 
-        def tidy(props: Any) -> Callable[[], Awaitable[None]] | None:
-            current = VersionInfo.from_properties(props)
+        def tidy(current: VersionInfo) -> Callable[[], Awaitable[None]] | None:
             if not self._in_scope(current):
                 return None
             summary.managed += 1
@@ -231,15 +230,13 @@ class CleanupEngine:
             summary.count("Deferred", deferred=True)
 
         try:
-            live = pages(
-                calls, "GetSecrets", self.client.list_properties_of_secrets, vault_url=self.settings.vault_url
-            )
+            live = pages(calls, "GetSecrets", version_listing(self.client), vault_url=self.settings.vault_url)
             await runner.run(live, tidy, defer)
             if summary.listing_complete and not deadline.spent:
                 deleted = pages(
                     calls,
                     "GetDeletedSecrets",
-                    self.client.list_deleted_secrets,
+                    sdk_listing(self.client.list_deleted_secrets),
                     vault_url=self.settings.vault_url,
                 )
                 await runner.run(deleted, purge, defer)

@@ -232,9 +232,8 @@ async def collect_status(
     from .rotation.policy import assess
     from .scope import name_in_scope
     from .vault.calls import VaultCalls, process_limiters
-    from .vault.pager import pages
+    from .vault.pager import pages, version_listing
     from .vault.sweep import last_summaries
-    from .vault.versions import VersionInfo
 
     filters = filters or StatusFilters()
     calls = calls or VaultCalls(limiters=process_limiters())
@@ -242,11 +241,8 @@ async def collect_status(
     vault = telemetry._vault_of(settings)
     rows: list[SecretState] = []
     histories: list[tuple[SecretState, Any]] = []
-    async for page in pages(
-        calls, "GetSecrets", client.list_properties_of_secrets, vault_url=client.vault_url
-    ):
-        for props in page:
-            info = VersionInfo.from_properties(props)
+    async for page in pages(calls, "GetSecrets", version_listing(client), vault_url=client.vault_url):
+        for info in page:
             if not name_in_scope(info.name, settings):
                 continue
             assessment = assess(info, now, settings)

@@ -163,18 +163,18 @@ class Fanout:
     async def scan(self, message: ScanMessage) -> StepResult:
         from ..keyvault import get_secret_client
         from ..vault.calls import VaultCalls, process_limiters
-        from ..vault.pager import one_page
+        from ..vault.pager import one_page, sdk_listing, version_listing
 
         vault = self.vault(message.vault)
         settings = self.settings.for_vault(vault)
         client = await get_secret_client(vault)
         calls = VaultCalls(limiters=process_limiters(vault), read_timeout=settings.request_timeout_seconds)
         deleted = message.listing == "deleted"
-        list_call = client.list_deleted_secrets if deleted else client.list_properties_of_secrets
+        listing = sdk_listing(client.list_deleted_secrets) if deleted else version_listing(client)
         operation = "GetDeletedSecrets" if deleted else "GetSecrets"
         try:
             items, token = await one_page(
-                calls, operation, list_call, vault_url=vault, continuation_token=message.token
+                calls, operation, listing, vault_url=vault, continuation_token=message.token
             )
         except vault_failures() as exc:
             error = from_vault_error(exc, VaultCall(None, "metadata"))
@@ -250,8 +250,7 @@ class Fanout:
         from ..rotation.policy import assess
 
         due: list[Message] = []
-        for props in items:
-            info = VersionInfo.from_properties(props)
+        for info in items:
             assessment = assess(info, now, settings)
             if assessment is None or not (assessment.needs_rotation or assessment.needs_resume):
                 continue
@@ -281,16 +280,17 @@ class Fanout:
                 step = plan_purge(item, now, settings)
                 if step is None or step.outcome is CleanupOutcome.PURGE_NOT_ALLOWED:
                     continue
-                name, version, action = item.name, None, "purge"
+                name, version, updated, action = item.name, None, None, "purge"
             else:
-                current = VersionInfo.from_properties(item)
+                current: VersionInfo = item
                 in_scope = name_in_scope(current.name, settings) and (
                     RotationPolicy.opted_in(current.tags) or is_owned(current.tags, settings)
                 )
                 if not in_scope:
                     continue
                 expired = plan_expired_delete(current, now, settings) is not None
-                name, version, action = current.name, current.version, "expire" if expired else "tidy"
+                name, version, updated = current.name, current.version, current.updated
+                action = "expire" if expired else "tidy"
             work.append(
                 CleanupMessage(
                     vault=vault,
@@ -299,7 +299,7 @@ class Fanout:
                     op_id=operation_id(
                         vault,
                         name,
-                        listed_version(version, getattr(item, "updated_on", None)),
+                        listed_version(version, updated),
                         f"cleanup-{action}",
                     ),
                     version=version,

@@ -38,7 +38,7 @@ from ..scope import require_name_in_scope
 from ..settings import Settings
 from ..validation import MAX_TAGS
 from ..vault.calls import Deadline, VaultCalls, process_limiters
-from ..vault.pager import pages, read_history
+from ..vault.pager import pages, read_history, version_listing
 from ..vault.sweep import SweepRunner, SweepSummary, remember
 from ..vault.versions import (
     STATE_PENDING,
@@ -613,8 +613,7 @@ class RotationEngine:
                     item["action"] = result.outcome.value
                 summary.items.append(item)
 
-        def decide(props: Any) -> Callable[[], Awaitable[None]] | None:
-            info = VersionInfo.from_properties(props)
+        def decide(info: VersionInfo) -> Callable[[], Awaitable[None]] | None:
             now = self.now()
             assessment = assess(info, now, self.settings)
             telemetry.listed(info, assessment)
@@ -645,15 +644,13 @@ class RotationEngine:
 
             return rotate
 
-        def defer(props: Any) -> None:
+        def defer(info: VersionInfo) -> None:
             record(
                 summary,
-                RotationResult(props.name, Outcome.DEFERRED, "time budget spent; the next run rotates it"),
+                RotationResult(info.name, Outcome.DEFERRED, "time budget spent; the next run rotates it"),
             )
 
-        listing = pages(
-            calls, "GetSecrets", self.client.list_properties_of_secrets, vault_url=self.settings.vault_url
-        )
+        listing = pages(calls, "GetSecrets", version_listing(self.client), vault_url=self.settings.vault_url)
         try:
             await runner.run(listing, decide, defer)
         except _failures() as exc:

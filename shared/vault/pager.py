@@ -1,17 +1,24 @@
-"""The one pager: the SDK's `by_page()`, with the next page requested while this one is decided.
+"""The one pager: a listing's pages, the next one requested while this one is decided.
 
 Key Vault's lists are sequential (each page names the next), so a sweep's wall time approaches
 pages × latency; asking for page n+1 as soon as page n arrives hides most of it. Every page is one
 transaction through `VaultCalls` (limits, counting, the deadline), and a `nextLink` that points at
-another host than the vault's is refused before the SDK follows it with the vault's bearer token.
+another host than the vault's is refused before it is followed with the vault's bearer token.
+
+A listing is a `PageFetch`: given a nextLink (None: the first page) and the call's options, one page's
+items and the next link. `version_listing` reads GetSecrets / GetSecretVersions off the wire through the
+client's own pipeline (`SecretClient.send_request`: the same challenge auth, retries and transport)
+straight into `VersionInfo`. The SDK's generated models cost ~3 ms of CPU per 25-item page, most of a
+scan's CPU (bench/fanout.py, profiled); a sweep decides on `VersionInfo` anyway. `sdk_listing` pages
+any other SDK list call (deleted secrets) as the SDK models it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ..errors import VaultRejectedRequest
 from .calls import VaultCalls
@@ -20,6 +27,8 @@ from .versions import SecretHistory, VersionInfo
 
 PAGE_SIZE = 25  # Key Vault's maximum
 
+PageFetch = Callable[[str | None, dict[str, float]], Awaitable[tuple[list[Any], str | None]]]
+
 
 def _same_host(next_link: str | None, vault_url: str) -> bool:
     if not next_link:
@@ -27,40 +36,96 @@ def _same_host(next_link: str | None, vault_url: str) -> bool:
     return (urlsplit(next_link).hostname or "").lower() == (urlsplit(vault_url).hostname or "").lower()
 
 
-async def pages(
-    calls: VaultCalls, operation: str, list_call: Callable[..., Any], *args: Any, vault_url: str
-) -> AsyncIterator[list[Any]]:
-    """Yield the pages of `list_call(*args, max_page_size=25, ...)` as lists of SDK items."""
-    options = await calls.admit()
-    iterator = list_call(*args, max_page_size=PAGE_SIZE, **options).by_page()
+def _refuse_foreign(link: str | None, vault_url: str, operation: str, what: str) -> None:
+    if not _same_host(link, vault_url):
+        raise VaultRejectedRequest(
+            f"{what} of {operation} points at another host ({urlsplit(str(link)).hostname}); "
+            "refusing to send the vault's token there."
+        )
 
-    async def fetch() -> list[Any] | None:
-        token = current_counters.set(calls)
+
+def sdk_listing(list_call: Callable[..., Any], *args: Any) -> PageFetch:
+    """Pages of an SDK list call (`list_deleted_secrets`, ...), its items as the SDK models them."""
+
+    async def fetch(link: str | None, options: dict[str, float]) -> tuple[list[Any], str | None]:
+        iterator = list_call(*args, max_page_size=PAGE_SIZE, **options).by_page(continuation_token=link)
         try:
-            remaining = calls.deadline.remaining() if calls.deadline is not None else None
-            async with asyncio.timeout(remaining):
-                page = await iterator.__anext__()
-                return [item async for item in page]
+            page = await iterator.__anext__()
         except StopAsyncIteration:
-            return None
-        finally:
-            current_counters.reset(token)
+            return [], None
+        items = [item async for item in page]
+        return items, getattr(iterator, "continuation_token", None) or None
 
-    pending: asyncio.Task[list[Any] | None] | None = asyncio.ensure_future(fetch())
+    return fetch
+
+
+def version_listing(client: Any, name: str | None = None) -> PageFetch:
+    """GetSecrets (name None) or GetSecretVersions of `name`, each item read into a `VersionInfo`.
+
+    Errors are raised as the SDK raises them (the same azure-core exception types, the KeyVaultError
+    body parsed into `.error`), so `from_vault_error` maps them alike."""
+    path = "/secrets" if name is None else f"/secrets/{quote(name, safe='')}/versions"
+
+    async def fetch(link: str | None, options: dict[str, float]) -> tuple[list[Any], str | None]:
+        from azure.core.rest import HttpRequest
+
+        request = HttpRequest("GET", link or f"{path}?maxresults={PAGE_SIZE}")
+        response = await client.send_request(request, **options)
+        if response.status_code != 200:
+            _raise_for(response)
+        body = response.json()
+        items = [VersionInfo.from_wire(item) for item in body.get("value") or ()]
+        return items, body.get("nextLink") or None
+
+    return fetch
+
+
+def _raise_for(response: Any) -> None:
+    """What the SDK's generated list operations raise for a non-200 answer."""
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceExistsError,
+        ResourceNotFoundError,
+        ResourceNotModifiedError,
+        map_error,
+    )
+
+    error_map = {
+        401: ClientAuthenticationError,
+        404: ResourceNotFoundError,
+        409: ResourceExistsError,
+        304: ResourceNotModifiedError,
+    }
+    map_error(status_code=response.status_code, response=response, error_map=error_map)
+    raise HttpResponseError(response=response)
+
+
+async def _fetch(calls: VaultCalls, fetch: PageFetch, link: str | None, options: dict[str, float]) -> Any:
+    token = current_counters.set(calls)
+    try:
+        remaining = calls.deadline.remaining() if calls.deadline is not None else None
+        async with asyncio.timeout(remaining):
+            return await fetch(link, options)
+    finally:
+        current_counters.reset(token)
+
+
+async def pages(
+    calls: VaultCalls, operation: str, fetch: PageFetch, *, vault_url: str
+) -> AsyncIterator[list[Any]]:
+    """Yield a listing's pages, from the first to the last."""
+    options = await calls.admit()
+    pending: asyncio.Task[tuple[list[Any], str | None]] | None = asyncio.ensure_future(
+        _fetch(calls, fetch, None, options)
+    )
     try:
         while pending is not None:
-            items = await pending
-            if items is None:
-                return
-            next_link = getattr(iterator, "continuation_token", None)
-            if not _same_host(next_link, vault_url):
-                raise VaultRejectedRequest(
-                    f"Key Vault's {operation} answered a nextLink on another host "
-                    f"({urlsplit(str(next_link)).hostname}); refusing to send the vault's token there."
-                )
+            items, next_link = await pending
+            _refuse_foreign(next_link, vault_url, operation, "The nextLink")
             if next_link:
-                await calls.admit()
-                pending = asyncio.ensure_future(fetch())
+                options = await calls.admit()
+                pending = asyncio.ensure_future(_fetch(calls, fetch, next_link, options))
                 await asyncio.sleep(0)  # let that request reach the wire before the caller decides this page
             else:
                 pending = None
@@ -74,40 +139,17 @@ async def pages(
 async def one_page(
     calls: VaultCalls,
     operation: str,
-    list_call: Callable[..., Any],
-    *args: Any,
+    fetch: PageFetch,
+    *,
     vault_url: str,
     continuation_token: str | None = None,
 ) -> tuple[list[Any], str | None]:
     """One page (one transaction, no read-ahead) from `continuation_token` (None: the first page), and the
     token of the next page (None: the last). A token on another host than the vault's is refused."""
-    for link in (continuation_token, None):
-        if not _same_host(link, vault_url):
-            raise VaultRejectedRequest(
-                f"The continuation token of {operation} points at another host "
-                f"({urlsplit(str(link)).hostname}); refusing to send the vault's token there."
-            )
+    _refuse_foreign(continuation_token, vault_url, operation, "The continuation token")
     options = await calls.admit()
-    iterator = list_call(*args, max_page_size=PAGE_SIZE, **options).by_page(
-        continuation_token=continuation_token
-    )
-    token = current_counters.set(calls)
-    try:
-        remaining = calls.deadline.remaining() if calls.deadline is not None else None
-        async with asyncio.timeout(remaining):
-            try:
-                page = await iterator.__anext__()
-                items = [item async for item in page]
-            except StopAsyncIteration:
-                return [], None
-    finally:
-        current_counters.reset(token)
-    next_link = getattr(iterator, "continuation_token", None) or None
-    if not _same_host(next_link, vault_url):
-        raise VaultRejectedRequest(
-            f"Key Vault's {operation} answered a nextLink on another host "
-            f"({urlsplit(str(next_link)).hostname}); refusing to send the vault's token there."
-        )
+    items, next_link = await _fetch(calls, fetch, continuation_token, options)
+    _refuse_foreign(next_link, vault_url, operation, "The nextLink")
     return items, next_link
 
 
@@ -118,13 +160,9 @@ async def read_history(calls: VaultCalls, client: Any, name: str) -> SecretHisto
     versions: list[VersionInfo] = []
     try:
         async for page in pages(
-            calls,
-            "GetSecretVersions",
-            client.list_properties_of_secret_versions,
-            name,
-            vault_url=client.vault_url,
+            calls, "GetSecretVersions", version_listing(client, name), vault_url=client.vault_url
         ):
-            versions.extend(VersionInfo.from_properties(p) for p in page)
+            versions.extend(page)
     except ResourceNotFoundError:
         pass
     return SecretHistory.from_versions(name, versions)

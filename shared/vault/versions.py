@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 # Bookkeeping tags the app writes on versions it rotates (never copied forward as they are).
 TAG_STATE = "RotationState"
@@ -49,6 +50,10 @@ def parse_time(raw: str | None) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _from_unix(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
 def tag(tags: Mapping[str, str] | None, name: str) -> str | None:
@@ -93,6 +98,27 @@ class VersionInfo:
             content_type=props.content_type,
             tags=dict(props.tags or {}),
             id=props.id,
+        )
+
+    @classmethod
+    def from_wire(cls, item: Mapping[str, Any]) -> VersionInfo:
+        """From one item of a GetSecrets / GetSecretVersions page (Key Vault's JSON), read as the SDK reads
+        it: name and version from the id's path, times in unix seconds, an absent `enabled` as enabled."""
+        ident = str(item.get("id") or "")
+        segments = [s for s in urlsplit(ident).path.split("/") if s]
+        attributes: Mapping[str, Any] = item.get("attributes") or {}
+        enabled = attributes.get("enabled")
+        return cls(
+            name=segments[1] if len(segments) > 1 else "",
+            version=segments[2] if len(segments) > 2 else None,
+            enabled=bool(enabled) if enabled is not None else True,
+            created=_from_unix(attributes.get("created")),
+            updated=_from_unix(attributes.get("updated")),
+            not_before=_from_unix(attributes.get("nbf")),
+            expires_on=_from_unix(attributes.get("exp")),
+            content_type=item.get("contentType"),
+            tags=dict(item.get("tags") or {}),
+            id=ident or None,
         )
 
     def as_json(self) -> dict[str, Any]:
