@@ -365,16 +365,29 @@ class QueueListener:
             await asyncio.gather(sleeper, waker, return_exceptions=True)
 
     async def _receive(self) -> list[Any]:
-        """One poll: make sure the queue exists, then receive a batch; [] on an empty queue or an error."""
-        from azure.core.exceptions import ResourceExistsError, ServiceRequestError
+        """One poll: until the queue is known to exist, ask whether it does (the host's `ExistsAsync`, so a
+        missing queue is a backoff, not a 404 per poll), then receive a batch; [] on an empty queue, a
+        missing one or an error. Like the host, a trigger's queue is never created here: infra creates
+        it in Azure (infra/), and the app's first send does wherever it sends."""
+        from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
 
         self._wake.clear()  # a notify from here on cuts the next backoff short
         try:
             if self._error != "exists":
                 try:
-                    await self._queue.create_queue(retry_connect=0)
-                except ResourceExistsError:  # already there (the SDK raises it on a 204 or a 409)
-                    pass
+                    await self._queue.get_queue_properties(retry_connect=0)
+                except ResourceNotFoundError:
+                    if self._error != "missing":  # once, not once per poll
+                        _log.info(
+                            "queue %s does not exist yet: %s waits for it (the host does not create a "
+                            "trigger's queue; infra/ does in Azure, and the first message sent to it here)",
+                            self.queue_name,
+                            self.function.name,
+                        )
+                    self._error = "missing"
+                    if self.reachability is not None:
+                        self.reachability.ok()
+                    return []
                 self._error = "exists"
             # One GetMessages per poll, as the host's ReceiveMessagesAsync: the SDK's iterator would
             # ask again until the queue answers empty, holding the first messages back meanwhile.

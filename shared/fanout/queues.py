@@ -3,8 +3,9 @@
 `AzureWebJobsStorage` is a connection string (Azurite's `UseDevelopmentStorage=true` included), or
 identity-based: `AzureWebJobsStorage__queueServiceUri` with a managed identity (`__clientId`, else
 AZURE_CLIENT_ID). Bodies go out base64-encoded, the host's default `messageEncoding`: the Python SDK
-sends plain text unless told otherwise. A queue is created on its first send in a process (the host
-creates a trigger's queue too; sending to a queue nobody created is a 404).
+sends plain text unless told otherwise. A queue is created on its first send in a process, as the host's
+output bindings do (sending to a queue nobody created is a 404; the host never creates a trigger's queue:
+infra/ creates them all in Azure).
 """
 
 from __future__ import annotations

@@ -372,6 +372,43 @@ async def test_an_empty_queue_is_polled_with_growing_backoff_and_notify_cuts_it_
         await listener.stop()
 
 
+async def test_a_missing_queue_is_waited_for_with_backoff_never_created(
+    queues: Queues, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The host asks whether a trigger's queue exists (ExistsAsync) and backs off while it does not; it
+    never creates it (infra does, or the first send). Once it exists, messages run."""
+    clock = fake_clock()
+    got: list[bytes] = []
+
+    async def handler(msg: Any) -> None:
+        got.append(msg.get_body())
+
+    await queues.raw.delete_queue()
+    listener = queues.listener(handler, QueueOptions(max_polling_interval=1.0), clock)
+    caplog.set_level(logging.INFO, logger="localdev.host.queues")
+    listener.start()
+    try:
+        for step in range(5):
+            await eventually(lambda n=step: len(backoff_sleeps(clock)) == n + 1 and clock.sleeping == 1)
+            clock.advance(backoff_sleeps(clock)[-1])
+        await eventually(lambda: len(backoff_sleeps(clock)) == 6 and clock.sleeping == 1)
+        delays = backoff_sleeps(clock)
+        assert delays == sorted(delays) and delays[-1] == 1.0  # the empty queue's backoff, capped
+        assert listener.receives == 0  # no GetMessages against a queue that is not there
+        names = [q.name async for q in queues.service.list_queues(name_starts_with=queues.name)]
+        assert names == []  # still missing: the listener did not create it
+        waits = [r for r in caplog.records if "does not exist yet" in r.getMessage()]
+        assert len(waits) == 1 and queues.name in waits[0].getMessage()  # said once, not once per poll
+
+        await queues.raw.create_queue()  # as infra (or the app's first send) would
+        await queues.raw.send_message(b64("arrived"))
+        clock.advance(backoff_sleeps(clock)[-1])
+        await eventually(lambda: listener.processed == 1)
+        assert got == [b"arrived"] and listener.receives >= 1
+    finally:
+        await listener.stop()
+
+
 async def test_in_flight_is_at_most_batch_size_plus_threshold(queues: Queues) -> None:
     """batchSize 4, newBatchThreshold 2: 4 in flight, the next receive only when 2 remain, then 6."""
     clock = fake_clock()
