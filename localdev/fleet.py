@@ -1,8 +1,8 @@
 """A fleet of local processes for the fan-out's tests and benchmark (never deployed).
 
 K local vaults in one child process (`python -m localdev.vault --vaults K`, memory store, one CA, one
-identity endpoint, one token authority), Azurite (blob + queue, in memory, free ports) and any number of
-Functions host processes (`python -m localdev host`) pointed at all of them::
+identity endpoint, one token authority), Azurite (blob + queue, on disk in `state_dir`, free ports) and
+any number of Functions host processes (`python -m localdev host`) pointed at all of them::
 
     config = FleetConfig(state_dir=tmp_path, vaults=4, latency=0.0, throttling=True,
                          app_settings={"FANOUT_CREATES_PER_SECOND": "30"})
@@ -305,7 +305,10 @@ async def start_fleet(config: FleetConfig) -> AsyncIterator[Fleet]:
     await asyncio.to_thread(Path(config.state_dir).mkdir, parents=True, exist_ok=True)
     stack = contextlib.ExitStack()
     with stack:
-        azurite = await asyncio.to_thread(start_azurite, Path(config.state_dir) / "azurite")
+        folder = Path(config.state_dir) / "azurite"
+        # on disk, as `make run` starts it: in memory, Azurite's queue GC stalls it for tens of seconds
+        # under the fan-out's load (bench/azurite_stalls.py)
+        azurite = await asyncio.to_thread(start_azurite, folder, location=folder / "data")
         stack.callback(azurite.stop)
         vaults, vault_env, control_key = await asyncio.to_thread(_start_vaults, config)
         stack.callback(stop_process, vaults)
