@@ -17,8 +17,9 @@ the stalled share of the run for each, and each queue run's rate against the blo
 
 The cause, read in Azurite's source: in memory every message is an extent of its own, and the queue's GC
 (every 60 s) deletes the unreferenced ones one `findAndRemove` at a time from a LokiJS collection with a
-binary index on `id`, whose removal is a splice: quadratic in the extents deleted, and Node's one thread
-serves nothing meanwhile. On disk, messages share extent files, so the GC has few to delete. The fleet
+binary index on `id`; each removal rebuilds the data array and walks the whole index
+(`removeBatchByPositions`), so a sweep is quadratic in the extents, and Node's one thread serves nothing
+meanwhile. On disk, messages share extent files, so the GC has few to delete. The fleet
 (bench/fanout.py, tests/fanout) and `make run` therefore start Azurite on disk.
 """
 
