@@ -30,14 +30,9 @@ PAGE_SIZE = 25  # Key Vault's maximum
 PageFetch = Callable[[str | None, dict[str, float]], Awaitable[tuple[list[Any], str | None]]]
 
 
-def _same_host(next_link: str | None, vault_url: str) -> bool:
-    if not next_link:
-        return True
-    return (urlsplit(next_link).hostname or "").lower() == (urlsplit(vault_url).hostname or "").lower()
-
-
 def _refuse_foreign(link: str | None, vault_url: str, operation: str, what: str) -> None:
-    if not _same_host(link, vault_url):
+    """A link (nextLink or continuation token) on another host than the vault's is never followed."""
+    if link and (urlsplit(link).hostname or "").lower() != (urlsplit(vault_url).hostname or "").lower():
         raise VaultRejectedRequest(
             f"{what} of {operation} points at another host ({urlsplit(str(link)).hostname}); "
             "refusing to send the vault's token there."
@@ -101,7 +96,10 @@ def _raise_for(response: Any) -> None:
     raise HttpResponseError(response=response)
 
 
-async def _fetch(calls: VaultCalls, fetch: PageFetch, link: str | None, options: dict[str, float]) -> Any:
+async def _fetch_under(
+    calls: VaultCalls, fetch: PageFetch, link: str | None, options: dict[str, float]
+) -> tuple[list[Any], str | None]:
+    """One page, counted by the call wrapper's retry counters and bounded by its deadline."""
     token = current_counters.set(calls)
     try:
         remaining = calls.deadline.remaining() if calls.deadline is not None else None
@@ -117,7 +115,7 @@ async def pages(
     """Yield a listing's pages, from the first to the last."""
     options = await calls.admit()
     pending: asyncio.Task[tuple[list[Any], str | None]] | None = asyncio.ensure_future(
-        _fetch(calls, fetch, None, options)
+        _fetch_under(calls, fetch, None, options)
     )
     try:
         while pending is not None:
@@ -125,7 +123,7 @@ async def pages(
             _refuse_foreign(next_link, vault_url, operation, "The nextLink")
             if next_link:
                 options = await calls.admit()
-                pending = asyncio.ensure_future(_fetch(calls, fetch, next_link, options))
+                pending = asyncio.ensure_future(_fetch_under(calls, fetch, next_link, options))
                 await asyncio.sleep(0)  # let that request reach the wire before the caller decides this page
             else:
                 pending = None
@@ -148,7 +146,7 @@ async def one_page(
     token of the next page (None: the last). A token on another host than the vault's is refused."""
     _refuse_foreign(continuation_token, vault_url, operation, "The continuation token")
     options = await calls.admit()
-    items, next_link = await _fetch(calls, fetch, continuation_token, options)
+    items, next_link = await _fetch_under(calls, fetch, continuation_token, options)
     _refuse_foreign(next_link, vault_url, operation, "The nextLink")
     return items, next_link
 
